@@ -1,0 +1,1 @@
+"""Getting Segment-spec messages into the landing table: loaders and (later) the collector."""

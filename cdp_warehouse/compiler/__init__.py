@@ -1,0 +1,1 @@
+"""Specs → sqlglot trees → SQL text for a warehouse dialect. Never imports dagster."""

@@ -1,0 +1,297 @@
+"""The whole computation of one run as an ordered list of models (sqlglot SELECTs).
+
+1. ``profiles``             one row per profile (identity)
+2. ``_profile_aggregates``  ONE fused GROUP BY over the events: every event-level trait and
+                            every events(...) call of the audiences, as filtered aggregates
+3. ``profile_traits``       profiles ⟕ aggregates, with defaults, plus derived `expression` traits
+4. ``audience_members``     every audience evaluated over profile_traits in one pass
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlglot import exp
+
+from cdp_warehouse.compiler import audiences as audience_sql
+from cdp_warehouse.compiler.fragments import column_parts, did_you_mean, safe_division
+from cdp_warehouse.compiler.identity import profiled_events, profiles_select
+from cdp_warehouse.compiler.traits import (
+    ZERO_DEFAULT_KINDS,
+    most_frequent_value,
+    timestamp_column,
+    trait_aggregate,
+    typed,
+)
+from cdp_warehouse.errors import CdpError
+from cdp_warehouse.specs import ResolvedProject
+
+PROFILES, AGGREGATES, PROFILE_TRAITS, AUDIENCE_MEMBERS = (
+    "profiles", "_profile_aggregates", "profile_traits", "audience_members",
+)
+AUDIENCE_MEMBERSHIP = "audience_membership"
+
+
+@dataclass(frozen=True)
+class Model:
+    """One table the run materialises: its name in the models schema and its SELECT."""
+
+    table: str
+    select: exp.Query
+    description: str
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    as_of: exp.Expression
+    traits: tuple[str, ...]  # traits computed by this plan
+    audiences: tuple[str, ...]  # audiences evaluated by this plan
+    models: tuple[Model, ...]
+
+    def model(self, table: str) -> Model:
+        return next(model for model in self.models if model.table == table)
+
+
+def as_of_literal(as_of: datetime | None) -> exp.Expression:
+    """The as-of instant as a UTC TIMESTAMP; without one, the warehouse's current time."""
+    if as_of is None:
+        return exp.cast(exp.CurrentTimestamp(), "timestamp")
+    # Naive datetimes are UTC (as everywhere in the product); aware ones are converted.
+    naive = as_of if as_of.tzinfo is None else as_of.astimezone(UTC).replace(tzinfo=None)
+    return exp.cast(exp.Literal.string(naive.isoformat(sep=" ", timespec="microseconds")), "timestamp")
+
+
+def resolve_selection(project: ResolvedProject, names: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``--select`` names → (traits, audiences) to compute, with what they depend on."""
+    if not names:
+        return list(project.traits), list(project.audiences)
+    chosen_traits, chosen_audiences = [], []
+    for name in names:
+        if name in project.audiences:
+            chosen_audiences.append(name)
+        elif name in project.traits:
+            chosen_traits.append(name)
+        else:
+            hint = did_you_mean(name, list(project.traits) + list(project.audiences))
+            raise CdpError(f"--select: no trait or audience named {name!r}", hint=hint or "see `cdp validate`")
+    audiences = audience_sql.audience_closure(project, chosen_audiences)
+    wanted = set(chosen_traits)
+    for name in audiences:
+        wanted.update(project.audiences[name].traits_used)
+    traits = trait_closure(project, wanted)
+    return traits, [name for name in project.audiences if name in chosen_audiences]
+
+
+def trait_closure(project: ResolvedProject, names: set[str]) -> list[str]:
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(project.traits[name].depends_on)
+    return [name for name in project.traits if name in seen]
+
+
+def compile_project(
+    project: ResolvedProject,
+    as_of: datetime | None = None,
+    select: Sequence[str] | None = None,
+    previous_traits: exp.Table | None = None,
+) -> CompiledPlan:
+    """Compile the project (or the ``select``ed part of it) for one as-of instant.
+
+    ``previous_traits``: on a partial run, the table holding the last run's traits; traits
+    not recomputed are carried over from it so ``profile_traits`` keeps every column.
+    """
+    as_of_expr = as_of_literal(as_of)
+    trait_names, audience_names = resolve_selection(project, select)
+    evaluated = audience_sql.audience_closure(project, audience_names)
+    counts = audience_sql.event_counts([project.audiences[name] for name in evaluated])
+
+    models = (
+        Model(PROFILES, profiles_select(project, as_of_expr), "one row per profile"),
+        Model(AGGREGATES, _aggregates_select(project, trait_names, counts, as_of_expr),
+              "the fused aggregate pass: event-level traits and audience event counts"),
+        Model(PROFILE_TRAITS, _profile_traits_select(project, trait_names, previous_traits),
+              "one row per profile, one column per trait"),
+        Model(AUDIENCE_MEMBERS, _audience_members_select(project, audience_names, counts, as_of_expr),
+              "members of every audience at as-of, with their split"),
+    )
+    return CompiledPlan(as_of=as_of_expr, traits=tuple(trait_names), audiences=tuple(audience_names), models=models)
+
+
+def models_table(project: ResolvedProject, table: str) -> exp.Table:
+    return exp.table_(table, db=project.models_schema, quoted=True)
+
+
+def _quoted(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def _aggregates_select(project, trait_names, counts, as_of) -> exp.Select:
+    traits = [project.traits[name] for name in trait_names]
+    fused = [t for t in traits if t.kind not in ("expression", "most_frequent")]
+    most_frequent = [t for t in traits if t.kind == "most_frequent"]
+
+    columns: list[exp.Expression] = [_quoted("profile_id")]
+    columns += [exp.alias_(trait_aggregate(t, as_of), t.name, quoted=True) for t in fused]
+    columns += [exp.alias_(count.aggregate(as_of), count.column, quoted=True) for count in counts.values()]
+    aggregates = exp.select(*columns).from_("events").group_by(_quoted("profile_id"))
+
+    query = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("aggregates")))
+    query = query.with_("events", as_=profiled_events(project, as_of))
+    if most_frequent:
+        query = _with_most_frequent(query, most_frequent, as_of)
+        query = query.select(*(_quoted(t.name, "most_frequent") for t in most_frequent))
+    query = query.with_("aggregates", as_=aggregates).from_("aggregates")
+    if most_frequent:
+        query = query.join("most_frequent", using=["profile_id"], join_type="left")
+    return query
+
+
+def _with_most_frequent(query: exp.Select, traits, as_of) -> exp.Select:
+    """Commonest value per profile; ties go to the value whose latest occurrence is latest.
+
+    All most_frequent traits share one (profile, trait, value) count, fed by one UNION ALL.
+    """
+    parts = []
+    for trait in traits:
+        value, condition = most_frequent_value(trait, as_of)
+        parts.append(
+            exp.select(_quoted("profile_id"), exp.alias_(exp.Literal.string(trait.name), "trait", quoted=True),
+                       exp.alias_(value, "value", quoted=True), timestamp_column())
+            .from_("events").where(condition)
+        )
+    values = parts[0]
+    for part in parts[1:]:
+        values = exp.union(values, part, distinct=False)
+    counts = (
+        exp.select(_quoted("profile_id"), _quoted("trait"), _quoted("value"),
+                   exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True),
+                   exp.alias_(exp.Max(this=timestamp_column()), "last_at", quoted=True))
+        .from_("most_frequent_values")
+        .group_by(_quoted("profile_id"), _quoted("trait"), _quoted("value"))
+    )
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[_quoted("profile_id"), _quoted("trait")],
+        order=exp.Order(expressions=[
+            exp.Ordered(this=_quoted("n"), desc=True, nulls_first=False),
+            exp.Ordered(this=_quoted("last_at"), desc=True, nulls_first=False),
+            exp.Ordered(this=_quoted("value"), nulls_first=True),
+        ]),
+    )
+    ranked = exp.select(_quoted("profile_id"), _quoted("trait"), _quoted("value"),
+                        exp.alias_(rank, "rank", quoted=True)).from_("most_frequent_counts")
+    pivot = [
+        exp.alias_(
+            typed(exp.Max(this=exp.Case().when(_quoted("trait").eq(exp.Literal.string(t.name)), _quoted("value"))),
+                  t.value_type),
+            t.name, quoted=True,
+        )
+        for t in traits
+    ]
+    winners = (
+        exp.select(_quoted("profile_id"), *pivot)
+        .from_(exp.alias_(ranked.subquery(), "ranked"))
+        .where(_quoted("rank").eq(exp.Literal.number(1)))
+        .group_by(_quoted("profile_id"))
+    )
+    return (
+        query.with_("most_frequent_values", as_=values)
+        .with_("most_frequent_counts", as_=counts)
+        .with_("most_frequent", as_=winners)
+    )
+
+
+def _trait_value(project, name: str, computed: set[str]) -> exp.Expression:
+    """A trait's value in profile_traits: aggregate with its default, carried-over value, or
+    (for `expression`) its SQL with other traits inlined."""
+    trait = project.traits[name]
+    if name not in computed:
+        return _quoted(name, "previous")
+    if trait.kind == "expression":
+        tree = trait.sql.copy()
+        for column in list(tree.find_all(exp.Column)):
+            column_name = ".".join(column_parts(column))
+            if column_name in project.traits:
+                new = exp.paren(_trait_value(project, column_name, computed))
+            else:
+                new = _quoted(column_name, "p")
+            if column is tree:
+                tree = new
+            else:
+                column.replace(new)
+        return typed(safe_division(tree), trait.value_type)
+    value = _quoted(name, "a")
+    if trait.kind in ZERO_DEFAULT_KINDS:
+        return exp.func("COALESCE", value, exp.Literal.number(0))
+    return value
+
+
+def _profile_traits_select(project, trait_names, previous_traits) -> exp.Select:
+    computed = set(trait_names)
+    carried = [name for name in project.traits if name not in computed] if previous_traits is not None else []
+    columns = [_quoted("profile_id", "p")]
+    columns += [exp.alias_(_trait_value(project, name, computed), name, quoted=True)
+                for name in project.traits if name in computed or name in carried]
+    query = (
+        exp.select(*columns)
+        .from_(exp.alias_(models_table(project, PROFILES), "p"))
+        .join(exp.alias_(models_table(project, AGGREGATES), "a"),
+              on=_quoted("profile_id", "a").eq(_quoted("profile_id", "p")), join_type="left")
+    )
+    if carried:
+        query = query.join(exp.alias_(previous_traits, "previous"),
+                           on=_quoted("profile_id", "previous").eq(_quoted("profile_id", "p")), join_type="left")
+    return query
+
+
+def _audience_members_select(project, audience_names, counts, as_of) -> exp.Query:
+    selects = [_audience_select(project, project.audiences[name], counts, as_of) for name in audience_names]
+    if not selects:
+        # No audience: an empty table with the right columns.
+        return exp.select(
+            exp.alias_(exp.cast(exp.null(), "text"), "audience", quoted=True),
+            exp.alias_(exp.cast(exp.null(), "text"), "profile_id", quoted=True),
+            exp.alias_(exp.cast(exp.null(), "text"), "split", quoted=True),
+            exp.alias_(as_of.copy(), "as_of", quoted=True),
+        ).where(exp.false())
+    query = selects[0]
+    for select in selects[1:]:
+        query = exp.union(query, select, distinct=False)
+    return query
+
+
+def _audience_select(project, audience, counts, as_of) -> exp.Select:
+    t, p, a = audience_sql.TRAITS_ALIAS, audience_sql.PROFILES_ALIAS, audience_sql.AGGREGATES_ALIAS
+    members = (
+        exp.select(_quoted("profile_id", t))
+        .from_(exp.alias_(models_table(project, PROFILE_TRAITS), t))
+        .join(exp.alias_(models_table(project, PROFILES), p),
+              on=_quoted("profile_id", p).eq(_quoted("profile_id", t)))
+        .join(exp.alias_(models_table(project, AGGREGATES), a),
+              on=_quoted("profile_id", a).eq(_quoted("profile_id", t)), join_type="left")
+        .where(audience_sql.membership_condition(project, audience.name, counts))
+    )
+    if audience.spec.splits:
+        # md5 once per member, the bucket once, then the CASE over it.
+        digest = members.select(exp.alias_(audience_sql.split_digest(audience.name, _quoted("profile_id", t)),
+                                           "digest", quoted=True))
+        bucketed = exp.select(
+            _quoted("profile_id"), exp.alias_(audience_sql.split_bucket(_quoted("digest")), "bucket", quoted=True)
+        ).from_(exp.alias_(digest.subquery(), "members"))
+        split = audience_sql.split_case(audience.spec.splits, _quoted("bucket"))
+        source = exp.alias_(bucketed.subquery(), "bucketed")
+    else:
+        split = exp.cast(exp.null(), "text")
+        source = exp.alias_(members.subquery(), "members")
+    return exp.select(
+        exp.alias_(exp.Literal.string(audience.name), "audience", quoted=True),
+        _quoted("profile_id"),
+        exp.alias_(split, "split", quoted=True),
+        exp.alias_(as_of.copy(), "as_of", quoted=True),
+    ).from_(source)

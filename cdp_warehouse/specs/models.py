@@ -1,0 +1,269 @@
+"""The shape of the project files as frozen pydantic models (first stage of parsing).
+
+These models check types and required keys only; names, SQL and cycles are checked when the
+project is resolved (``resolve.py``). Every model forbids unknown keys, so a typo is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SNAKE_CASE = r"^[a-z][a-z0-9_]*$"  # no leading underscore: internal columns use one
+ValueType = Literal["text", "number", "boolean", "timestamp"]
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- cdp.yaml
+
+
+class DuckDBWarehouse(Spec):
+    type: Literal["duckdb"]
+    path: str = "data/warehouse.duckdb"
+    memory_limit: str | None = None
+    threads: int | None = Field(default=None, gt=0)
+
+
+class PostgresWarehouse(Spec):
+    type: Literal["postgres"]
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+
+
+class SnowflakeWarehouse(Spec):
+    type: Literal["snowflake"]
+    account: str
+    user: str
+    password: str | None = None
+    private_key_path: str | None = None
+    role: str | None = None
+    database: str
+    warehouse: str | None = None
+
+
+class BigQueryWarehouse(Spec):
+    type: Literal["bigquery"]
+    project: str
+    location: str | None = None
+    credentials_path: str | None = None
+
+
+Warehouse = Annotated[
+    DuckDBWarehouse | PostgresWarehouse | SnowflakeWarehouse | BigQueryWarehouse,
+    Field(discriminator="type"),
+]
+
+
+class Schemas(Spec):
+    raw: str = "raw"
+    models: str = "cdp"
+
+
+class CustomIdentifier(Spec):
+    """An extra identifier read from a JSON path, e.g. ``{name: phone, path: context.traits.phone}``."""
+
+    name: str = Field(pattern=SNAKE_CASE)
+    path: str
+
+
+class IdentityConfig(Spec):
+    identifiers: list[Literal["user_id", "anonymous_id", "email"] | CustomIdentifier] = Field(
+        default_factory=lambda: ["user_id", "email", "anonymous_id"]
+    )
+    limits: dict[str, int] = Field(default_factory=lambda: {"user_id": 1})
+
+
+class BrazeDestination(Spec):
+    type: Literal["braze"]
+    rest_endpoint: str | None = None
+    base_url: str | None = None
+    api_key: str
+
+
+class IntercomDestination(Spec):
+    type: Literal["intercom"]
+    base_url: str = "https://api.intercom.io"
+    access_token: str
+
+
+class SalesforceDestination(Spec):
+    type: Literal["salesforce"]
+    instance_url: str
+    base_url: str | None = None
+    client_id: str
+    client_secret: str
+    api_version: str = "v62.0"
+
+
+class SlackDestination(Spec):
+    type: Literal["slack"]
+    webhook_url: str
+    base_url: str | None = None
+
+
+Destination = Annotated[
+    BrazeDestination | IntercomDestination | SalesforceDestination | SlackDestination,
+    Field(discriminator="type"),
+]
+
+
+class SourceSpec(Spec):
+    write_key: str
+    tracking_plan_mode: Literal["allow", "flag", "block"] | None = None
+
+
+class ProjectConfig(Spec):
+    """``cdp.yaml``. Destination and source values stay uninterpolated until they are used,
+    so that `cdp run` works without any destination's credentials in the environment."""
+
+    name: str
+    warehouse: Warehouse
+    schemas: Schemas = Schemas()
+    identity: IdentityConfig = IdentityConfig()
+    schedule: str = "0 * * * *"
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+    tracking_plan: str | None = None
+    sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    # Traits and audiences may also live in cdp.yaml itself (small projects).
+    traits: list[dict] = Field(default_factory=list)
+    audiences: list[dict] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- traits
+
+
+class EventParams(Spec):
+    event: str | list[str] = "*"
+    where: str | None = None
+    window: str | None = None
+
+
+class PropertyParams(EventParams):
+    property: str
+    type: ValueType | None = None
+
+
+class UniqueParams(PropertyParams):
+    limit: int = Field(default=100, gt=0)
+
+
+class IdentifyTraitParams(Spec):
+    trait: str
+    type: ValueType | None = None
+
+
+class SqlParams(Spec):
+    sql: str
+    type: ValueType | None = None
+
+
+TRAIT_KINDS: dict[str, type[Spec]] = {
+    "count": EventParams,
+    "sum": PropertyParams,
+    "avg": PropertyParams,
+    "min": PropertyParams,
+    "max": PropertyParams,
+    "first": PropertyParams,
+    "last": PropertyParams,
+    "first_seen": EventParams,
+    "last_seen": EventParams,
+    "most_frequent": PropertyParams,
+    "unique": UniqueParams,
+    "count_distinct": PropertyParams,
+    "days_active": EventParams,
+    "trait": IdentifyTraitParams,
+    "sql": SqlParams,
+    "expression": SqlParams,
+}
+
+
+class TraitSpec(Spec):
+    """One computed trait: a name and exactly one kind key holding that kind's parameters."""
+
+    name: str = Field(pattern=SNAKE_CASE)
+    description: str | None = None
+    type: ValueType | None = None
+    count: EventParams | None = None
+    sum: PropertyParams | None = None
+    avg: PropertyParams | None = None
+    min: PropertyParams | None = None
+    max: PropertyParams | None = None
+    first: PropertyParams | None = None
+    last: PropertyParams | None = None
+    first_seen: EventParams | None = None
+    last_seen: EventParams | None = None
+    most_frequent: PropertyParams | None = None
+    unique: UniqueParams | None = None
+    count_distinct: PropertyParams | None = None
+    days_active: EventParams | None = None
+    trait: IdentifyTraitParams | None = None
+    sql: SqlParams | None = None
+    expression: SqlParams | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> TraitSpec:
+        kinds = [kind for kind in TRAIT_KINDS if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ValueError(
+                f"a trait needs exactly one kind ({', '.join(TRAIT_KINDS)}); found {found}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in TRAIT_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def params(self) -> Spec:
+        return getattr(self, self.kind)
+
+
+# ---------------------------------------------------------------- audiences
+
+
+class MembershipSpec(Spec):
+    attribute: str | None = None
+    tag: str | None = None
+
+
+class SyncSpec(Spec):
+    """One `sync:` entry of an audience; its destination-specific keys are checked by the
+    destination when it is used."""
+
+    to: str
+    mode: Literal["upsert", "mirror"] = "upsert"
+    membership: MembershipSpec | None = None
+    fields: dict[str, str] = Field(default_factory=dict)
+    object: str | None = None
+    match: dict[str, str] | None = None
+    channel: str | None = None
+    on: Literal["entered", "exited", "both"] = "entered"
+    identify_by: Literal["user_id", "email"] = "user_id"
+    null_handling: Literal["skip", "clear"] = "skip"
+
+
+class AudienceSpec(Spec):
+    name: str = Field(pattern=SNAKE_CASE)
+    title: str | None = None
+    description: str | None = None
+    where: str
+    exclude: list[str] = Field(default_factory=list)
+    splits: dict[str, int] | None = None
+    schedule: str | None = None
+    sync: list[SyncSpec] = Field(default_factory=list)
+
+
+class AudienceFile(Spec):
+    """One ``audiences/*.yaml`` file."""
+
+    traits: list[dict] = Field(default_factory=list)
+    audiences: list[dict] = Field(default_factory=list)

@@ -1,0 +1,111 @@
+"""The small interface every warehouse implements: execute, fetch, transactions, tables."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlglot import exp
+
+from cdp_warehouse.specs import ResolvedProject
+
+# The landing table (spec section 1); column order is the insert order of loaders.
+LANDING_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("message_id", "text"),
+    ("type", "text"),
+    ("event", "text"),
+    ("user_id", "text"),
+    ("anonymous_id", "text"),
+    ("group_id", "text"),
+    ("previous_id", "text"),
+    ("timestamp", "timestamp"),
+    ("received_at", "timestamp"),
+    ("sent_at", "timestamp"),
+    ("properties", "json"),
+    ("traits", "json"),
+    ("context", "json"),
+    ("source", "text"),
+)
+REJECTED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("received_at", "timestamp"),
+    ("source", "text"),
+    ("reason", "text"),
+    ("message", "text"),
+    ("origin", "text"),
+)
+MEMBERSHIP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("audience", "text"),
+    ("profile_id", "text"),
+    ("entered_at", "timestamp"),
+    ("exited_at", "timestamp"),
+)
+
+
+def create_table(table: exp.Table, columns: Sequence[tuple[str, str]]) -> exp.Create:
+    schema = exp.Schema(
+        this=table,
+        expressions=[
+            exp.ColumnDef(this=exp.to_identifier(name, quoted=True), kind=exp.DataType.build(kind))
+            for name, kind in columns
+        ],
+    )
+    return exp.Create(this=schema, kind="TABLE", exists=True)
+
+
+class Warehouse(ABC):
+    """A connection to one warehouse. SQL arrives as sqlglot trees and is rendered here."""
+
+    dialect: str
+
+    @classmethod
+    @abstractmethod
+    def open(cls, project: ResolvedProject) -> Warehouse: ...
+
+    @abstractmethod
+    def execute(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None: ...
+
+    @abstractmethod
+    def fetch(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[tuple]: ...
+
+    @abstractmethod
+    def insert_arrow(self, table: exp.Table, rows: Any, *, skip_existing_key: str | None = None) -> int:
+        """Insert an Arrow table; skip rows whose ``skip_existing_key`` is already there."""
+
+    @abstractmethod
+    def columns(self, schema: str, table: str) -> list[str]:
+        """Column names of ``schema.table`` (empty when it does not exist)."""
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self, rollback: bool = False) -> Iterator[None]:
+        """Everything inside commits together or not at all (``rollback``: never commits,
+        for previews)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def render(self, statement: exp.Expression | str) -> str:
+        return statement if isinstance(statement, str) else statement.sql(dialect=self.dialect)
+
+    def fetch_dicts(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    def table_exists(self, schema: str, table: str) -> bool:
+        return bool(self.columns(schema, table))
+
+    def ensure_landing(self, project: ResolvedProject) -> None:
+        """Create the schemas and the landing, rejection and history tables if missing."""
+        for schema in (project.raw_schema, project.models_schema):
+            self.execute(exp.Create(this=exp.to_identifier(schema, quoted=True), kind="SCHEMA", exists=True))
+        self.execute(create_table(exp.table_("events", db=project.raw_schema, quoted=True), LANDING_COLUMNS))
+        self.execute(create_table(exp.table_("rejected_messages", db=project.raw_schema, quoted=True), REJECTED_COLUMNS))
+        self.execute(create_table(exp.table_("audience_membership", db=project.models_schema, quoted=True),
+                                  MEMBERSHIP_COLUMNS))
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
