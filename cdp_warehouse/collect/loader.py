@@ -7,7 +7,7 @@ Invalid messages never fail the load; they go to ``rejected_messages`` with thei
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,11 +77,26 @@ def load_files(
     for path in paths:
         if not path.exists():
             raise LoadError(f"no such file: {path}")
+    messages = ((origin, message) for path in paths for origin, message in _read_messages(path))
+    return land_messages(project, warehouse, messages, source=source, on_progress=on_progress)
+
+
+def land_messages(
+    project: ResolvedProject,
+    warehouse: Warehouse,
+    messages: Iterable[tuple[str, Any]] | Iterable[dict[str, Any]],
+    *,
+    source: str = "load",
+    now: datetime | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadResult:
+    """Land messages (dicts, or ``(origin, dict)`` pairs); invalid ones go to
+    ``rejected_messages`` with their reason."""
     warehouse.ensure_landing(project)
     events = exp.table_("events", db=project.raw_schema, quoted=True)
     rejected_table = exp.table_("rejected_messages", db=project.raw_schema, quoted=True)
     result = LoadResult()
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     batch: dict[str, dict[str, Any]] = {}
     rejected: list[dict[str, Any]] = []
 
@@ -100,29 +115,28 @@ def load_files(
         if on_progress:
             on_progress(result.read)
 
-    for path in paths:
-        for origin, message in _read_messages(path):
-            result.read += 1
-            try:
-                if isinstance(message, ValueError):
-                    raise InvalidMessage(str(message))
-                row = landing_row(message, source=source, now=now)
-            except InvalidMessage as error:
-                result.rejected += 1
-                if len(result.rejections) < 20:
-                    result.rejections.append((origin, str(error)))
-                rejected.append({
-                    "received_at": now.replace(tzinfo=None), "source": source, "reason": str(error),
-                    "message": message if isinstance(message, str) else json.dumps(message, default=str)
-                    if not isinstance(message, ValueError) else None,
-                    "origin": origin,
-                })
-                continue
-            if row["message_id"] in batch:
-                result.duplicates += 1  # first copy wins
-            else:
-                batch[row["message_id"]] = row
-            if len(batch) >= BATCH_ROWS:
-                flush()
+    for index, item in enumerate(messages, start=1):
+        origin, message = item if isinstance(item, tuple) else (f"message {index}", item)
+        result.read += 1
+        try:
+            if isinstance(message, ValueError):
+                raise InvalidMessage(str(message))
+            row = landing_row(message, source=source, now=now)
+        except InvalidMessage as error:
+            result.rejected += 1
+            if len(result.rejections) < 20:
+                result.rejections.append((origin, str(error)))
+            rejected.append({
+                "received_at": now.astimezone(UTC).replace(tzinfo=None), "source": source, "reason": str(error),
+                "message": None if isinstance(message, ValueError) else json.dumps(message, default=str),
+                "origin": origin,
+            })
+            continue
+        if row["message_id"] in batch:
+            result.duplicates += 1  # first copy wins
+        else:
+            batch[row["message_id"]] = row
+        if len(batch) >= BATCH_ROWS:
+            flush()
     flush()
     return result
