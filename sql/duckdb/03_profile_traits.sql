@@ -1,0 +1,20 @@
+-- cdp.profile_traits: one row per profile, one column per trait
+-- compiled by cdp_warehouse for duckdb; do not edit (run `cdp compile`)
+SELECT
+  "p"."profile_id",
+  "a"."plan" AS "plan",
+  "a"."last_name" AS "last_name",
+  COALESCE("a"."reports_30d", 0) AS "reports_30d",
+  "a"."lifetime_revenue" AS "lifetime_revenue",
+  "a"."favorite_report_type" AS "favorite_report_type",
+  "a"."last_seen_at" AS "last_seen_at",
+  COALESCE("a"."days_active_30d", 0) AS "days_active_30d",
+  COALESCE("a"."upgrades", 0) AS "upgrades",
+  (
+    "a"."lifetime_revenue"
+  ) / NULLIF((
+    COALESCE("a"."days_active_30d", 0)
+  ), 0) AS "revenue_per_active_day"
+FROM "cdp"."profiles" AS p
+LEFT JOIN "cdp"."_profile_aggregates" AS a
+  ON "a"."profile_id" = "p"."profile_id";

@@ -1,0 +1,40 @@
+-- cdp.profiles: one row per profile
+-- compiled by cdp_warehouse for postgres; do not edit (run `cdp compile`)
+SELECT
+  "profile_id",
+  ARG_MIN("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
+  ARG_MAX(
+    LOWER(
+      TRIM(
+        COALESCE(
+          JSON_EXTRACT_PATH_TEXT(traits, 'email'),
+          JSON_EXTRACT_PATH_TEXT(context, 'traits', 'email')
+        )
+      )
+    ),
+    CASE
+      WHEN NOT LOWER(
+        TRIM(
+          COALESCE(
+            JSON_EXTRACT_PATH_TEXT(traits, 'email'),
+            JSON_EXTRACT_PATH_TEXT(context, 'traits', 'email')
+          )
+        )
+      ) IS NULL
+      THEN "timestamp"
+    END
+  ) AS "email",
+  ARRAY_AGG(DISTINCT "anonymous_id" ORDER BY "anonymous_id" NULLS FIRST) FILTER(WHERE
+    NOT "anonymous_id" IS NULL) AS "anonymous_ids",
+  MIN("timestamp") AS "first_seen",
+  MAX("timestamp") AS "last_seen"
+FROM (
+  SELECT
+    COALESCE("user_id", "anonymous_id") AS "profile_id",
+    *
+  FROM "raw"."events"
+  WHERE
+    "timestamp" < CAST(CURRENT_TIMESTAMP AS TIMESTAMP)
+) AS e
+GROUP BY
+  "profile_id";
