@@ -1,0 +1,1 @@
+"""Demo data for the example project "acme": a deterministic Segment-spec event generator."""
