@@ -151,7 +151,9 @@ def json_text(root: str, keys: list[str], table: str | None = None) -> exp.Expre
 
 def as_number(value: exp.Expression) -> exp.Expression:
     """Numbers and numeric strings as DOUBLE, anything else NULL (spec: numeric kinds)."""
-    return exp.TryCast(this=value, to=exp.DataType.build("double"))
+    # requires_string: the value is JSON text, so Snowflake may keep TRY_CAST (it only
+    # accepts strings; sqlglot would otherwise fall back to a failing CAST).
+    return exp.TryCast(this=value, to=exp.DataType.build("double"), requires_string=True)
 
 
 def _is_numeric(node: exp.Expression | None) -> bool:

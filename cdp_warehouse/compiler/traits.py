@@ -91,7 +91,7 @@ def _when(condition: exp.Expression, value: exp.Expression) -> exp.Case:
 def typed(value: exp.Expression, value_type: str | None) -> exp.Expression:
     """Value kinds are text unless the trait declares ``type``."""
     if value_type in _CASTS:
-        return exp.TryCast(this=value, to=exp.DataType.build(_CASTS[value_type]))
+        return exp.TryCast(this=value, to=exp.DataType.build(_CASTS[value_type]), requires_string=True)
     return value
 
 

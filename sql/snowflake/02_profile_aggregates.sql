@@ -81,7 +81,7 @@ WITH events AS (
     SUM(
       IFF(
         "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed',
-        CAST(JSON_EXTRACT_PATH_TEXT(properties, 'revenue') AS DOUBLE),
+        TRY_CAST(JSON_EXTRACT_PATH_TEXT(properties, 'revenue') AS DOUBLE),
         NULL
       )
     ) AS "lifetime_revenue",
