@@ -61,3 +61,8 @@ def resolve_as_of(flag: str | None) -> datetime:
     if text:
         return parse_as_of(text)
     return datetime.now(UTC)
+
+
+def naive_utc(instant: datetime) -> datetime:
+    """The naive UTC datetime the warehouse stores; a naive input is already UTC."""
+    return instant if instant.tzinfo is None else instant.astimezone(UTC).replace(tzinfo=None)

@@ -14,8 +14,9 @@ from rich.table import Table
 from cdp_warehouse.asof import resolve_as_of
 from cdp_warehouse.errors import CdpError, SpecError
 
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: a `file:line: key: message` line stays one line whatever the terminal width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(error: CdpError) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlglot import exp
 
+from cdp_warehouse.asof import naive_utc
 from cdp_warehouse.compiler.plan import (
     AUDIENCE_MEMBERS,
     AUDIENCE_MEMBERSHIP,
@@ -115,12 +116,11 @@ def materialise(
     step("audiences", _temporary(NEW_MEMBERS, plan.model(AUDIENCE_MEMBERS).select))
     _update_history(project, warehouse, plan, as_of, result, step)
     members = models_table(project, AUDIENCE_MEMBERS)
-    if select and not plan.audiences:
-        pass  # only traits selected: memberships stay as they are
-    elif select and warehouse.table_exists(project.models_schema, AUDIENCE_MEMBERS):
-        names = [exp.Literal.string(name) for name in plan.audiences]
-        step("audiences", exp.delete(members, where=exp.column("audience", quoted=True).isin(*names)))
-        step("audiences", exp.insert(exp.select("*").from_(NEW_MEMBERS), members.copy()))
+    if select and warehouse.table_exists(project.models_schema, AUDIENCE_MEMBERS):
+        if plan.audiences:  # a run of traits only leaves memberships as they are
+            names = [exp.Literal.string(name) for name in plan.audiences]
+            step("audiences", exp.delete(members, where=exp.column("audience", quoted=True).isin(*names)))
+            step("audiences", exp.insert(exp.select("*").from_(NEW_MEMBERS), members.copy()))
     else:
         step("audiences", _replace(members, exp.select("*").from_(NEW_MEMBERS)))
     for table in (NEW_MEMBERS, PREVIOUS_TRAITS):
@@ -138,7 +138,7 @@ def _update_history(project, warehouse, plan: CompiledPlan, as_of: datetime, res
     latest_instant = exp.func("GREATEST", exp.Max(this=exp.column("entered_at")),
                               exp.func("COALESCE", exp.Max(this=exp.column("exited_at")), exp.Max(this=exp.column("entered_at"))))
     latest = dict(warehouse.fetch(exp.select("audience", latest_instant).from_(history).group_by("audience")))
-    naive_as_of = as_of.astimezone(UTC).replace(tzinfo=None)
+    naive_as_of = naive_utc(as_of)
     result.history_skipped = tuple(name for name in plan.audiences
                                    if latest.get(name) is not None and latest[name] > naive_as_of)
     updated = [exp.Literal.string(name) for name in plan.audiences if name not in result.history_skipped]

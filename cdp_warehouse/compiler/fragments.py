@@ -123,7 +123,8 @@ def check_event_fragment(tree: exp.Expression, *, aggregate: bool) -> list[Fragm
             if node.find_ancestor(exp.AggFunc):
                 problems.append(FragmentProblem(node.sql(DIALECT_OF_RECORD), "aggregates cannot be nested"))
         for column in _columns(tree):
-            if not column.find_ancestor(exp.AggFunc):
+            # A column in an aggregate's FILTER (WHERE ...) is per row too.
+            if not column.find_ancestor(exp.AggFunc, exp.Filter):
                 problems.append(
                     FragmentProblem(
                         column.sql(DIALECT_OF_RECORD),
@@ -146,7 +147,7 @@ def json_path(root: str, keys: list[str]) -> exp.JSONPath:
 
 def json_text(root: str, keys: list[str], table: str | None = None) -> exp.Expression:
     """The text at ``root.keys...`` (JSON null → SQL NULL)."""
-    return exp.JSONExtractScalar(this=exp.column(root, table=table), expression=json_path(root, keys))
+    return exp.JSONExtractScalar(this=exp.column(root, table=table, quoted=True), expression=json_path(root, keys))
 
 
 def as_number(value: exp.Expression) -> exp.Expression:

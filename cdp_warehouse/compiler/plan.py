@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlglot import exp
 
+from cdp_warehouse.asof import naive_utc
 from cdp_warehouse.compiler import audiences as audience_sql
 from cdp_warehouse.compiler.fragments import column_parts, did_you_mean, safe_division
 from cdp_warehouse.compiler.identity import profiled_events, profiles_select
@@ -58,8 +59,7 @@ def as_of_literal(as_of: datetime | None) -> exp.Expression:
     """The as-of instant as a UTC TIMESTAMP; without one, the warehouse's current time."""
     if as_of is None:
         return exp.cast(exp.CurrentTimestamp(), "timestamp")
-    # Naive datetimes are UTC (as everywhere in the product); aware ones are converted.
-    naive = as_of if as_of.tzinfo is None else as_of.astimezone(UTC).replace(tzinfo=None)
+    naive = naive_utc(as_of)
     return exp.cast(exp.Literal.string(naive.isoformat(sep=" ", timespec="microseconds")), "timestamp")
 
 

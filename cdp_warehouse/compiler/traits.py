@@ -19,7 +19,7 @@ from cdp_warehouse.specs import ResolvedTrait
 ZERO_DEFAULT_KINDS = ("count", "days_active", "count_distinct")
 NUMERIC_KINDS = ("sum", "avg", "min", "max")
 VALUE_KINDS = ("first", "last", "most_frequent", "trait")
-_CASTS = {"number": "double", "boolean": "boolean", "timestamp": "timestamp"}
+_CASTS = {"number": "double", "boolean": "boolean"}
 
 
 def timestamp_column() -> exp.Column:
@@ -90,6 +90,11 @@ def _when(condition: exp.Expression, value: exp.Expression) -> exp.Case:
 
 def typed(value: exp.Expression, value_type: str | None) -> exp.Expression:
     """Value kinds are text unless the trait declares ``type``."""
+    if value_type == "timestamp":
+        # Through TIMESTAMPTZ so an offset like +02:00 is honoured; sessions are in UTC, so
+        # the cast back to TIMESTAMP yields the UTC instant.
+        instant = exp.TryCast(this=value, to=exp.DataType.build("timestamptz"), requires_string=True)
+        return exp.cast(instant, "timestamp")
     if value_type in _CASTS:
         return exp.TryCast(this=value, to=exp.DataType.build(_CASTS[value_type]), requires_string=True)
     return value
@@ -147,6 +152,8 @@ def _sql_trait(trait: ResolvedTrait) -> exp.Expression:
         if isinstance(parent, exp.Filter):
             existing = parent.expression.this
             parent.set("expression", exp.Where(this=exp.and_(is_event_message(), exp.paren(existing))))
+        elif node is tree:
+            tree = _filtered(node, is_event_message())  # the whole fragment is one aggregate
         else:
             node.replace(_filtered(node.copy(), is_event_message()))
     return tree

@@ -29,16 +29,31 @@ def interpolate(value: Any, environ: Mapping[str, str]) -> Any:
 
         return _REFERENCE.sub(substitute, value)
     if isinstance(value, dict):
-        result = value.__class__()
-        result.__dict__.update(getattr(value, "__dict__", {}))
-        for key, item in value.items():
-            result[key] = interpolate(item, environ)
+        result = _same_kind(value, {key: interpolate(item, environ) for key, item in value.items()})
         return result
     if isinstance(value, list):
-        result = value.__class__(interpolate(item, environ) for item in value)
-        result.__dict__.update(getattr(value, "__dict__", {}))
-        return result
+        return _same_kind(value, [interpolate(item, environ) for item in value])
     return value
+
+
+def _same_kind(original: Any, items: Any) -> Any:
+    """``items`` as the class of ``original``, keeping its attributes (YAML line numbers)."""
+    if type(original) in (dict, list):
+        return items
+    result = original.__class__(items)
+    result.__dict__.update(original.__dict__)
+    return result
+
+
+def missing(value: Any, environ: Mapping[str, str], path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, variable) for every reference in ``value`` that is unset and has no default."""
+    if isinstance(value, str):
+        return [(path, name) for name in references(value) if not environ.get(name)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in missing(item, environ, path + (key,))]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in missing(item, environ, path + (index,))]
+    return []
 
 
 def references(value: Any) -> list[str]:

@@ -20,7 +20,7 @@ from sqlglot.errors import ParseError
 from cdp_warehouse.asof import parse_window
 from cdp_warehouse.compiler import fragments
 from cdp_warehouse.errors import CdpError, SpecError, SpecProblem
-from cdp_warehouse.specs.envvars import MissingEnvVar, interpolate
+from cdp_warehouse.specs.envvars import interpolate, missing
 from cdp_warehouse.specs.models import AudienceFile, AudienceSpec, ProjectConfig, TraitSpec
 from cdp_warehouse.specs.resolved import Location, ResolvedAudience, ResolvedProject, ResolvedTrait
 from cdp_warehouse.specs.yaml_lines import LineDict, LineList, line_of, load_yaml
@@ -49,11 +49,27 @@ def find_project_dir(flag: str | os.PathLike[str] | None = None) -> Path:
 class _Problems:
     """Collects problems for one file, turning key paths into lines."""
 
-    def __init__(self, file: str, raw: Any, collected: list[SpecProblem]) -> None:
+    def __init__(self, file: str, raw: Any, collected: list[SpecProblem], text: str = "") -> None:
         self.file, self.raw, self.collected = file, raw, collected
+        self.lines = text.splitlines()
 
-    def add(self, path: tuple[Any, ...], message: str, hint: str | None = None) -> None:
-        self.collected.append(SpecProblem(self.file, line_of(self.raw, path), _key(path), message, hint))
+    def add(self, path: tuple[Any, ...], message: str, hint: str | None = None, needle: str | None = None) -> None:
+        line = line_of(self.raw, path)
+        if needle and line:
+            line = self._line_of_needle(line, needle)
+        self.collected.append(SpecProblem(self.file, line, _key(path), message, hint))
+
+    def _line_of_needle(self, line: int, needle: str) -> int:
+        """In a multi-line value (``where: >``), the line that holds ``needle``."""
+        first = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+        indent = len(first) - len(first.lstrip())
+        for number in range(line, len(self.lines) + 1):
+            text = self.lines[number - 1]
+            if number > line and text.strip() and len(text) - len(text.lstrip()) <= indent:
+                break  # the value has ended
+            if needle in text:
+                return number
+        return line
 
     def add_validation(self, prefix: tuple[Any, ...], error: ValidationError, model: type[BaseModel]) -> None:
         seen: set[str] = set()
@@ -180,22 +196,24 @@ def _load_config(root: Path, environ: Mapping[str, str], problems: list[SpecProb
     raw = _read(root, root / file, problems)
     if raw is None:
         return None, []
-    where = _Problems(file, raw, problems)
+    where = _Problems(file, raw, problems, (root / file).read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         where.add((), "cdp.yaml must be a mapping with at least `name` and `warehouse`")
         return None, []
     resolved = LineDict()
     resolved.__dict__.update(raw.__dict__)
+    unset = []
     for key, value in raw.items():
         if key in LAZY_SECTIONS or key in ("traits", "audiences"):
             resolved[key] = value
             continue
-        try:
+        unset += missing(value, environ, (key,))
+        if not unset:
             resolved[key] = interpolate(value, environ)
-        except MissingEnvVar as missing:
-            where.add((key,), f"environment variable {missing.name} is not set",
-                      f"set it, or give a default: ${{{missing.name}:-value}}")
-            return None, []
+    for path, name in unset:
+        where.add(path, f"environment variable {name} is not set", f"set it, or give a default: ${{{name}:-value}}")
+    if unset:
+        return None, []
     try:
         config = ProjectConfig.model_validate(resolved)
     except ValidationError as error:
@@ -211,7 +229,7 @@ def _load_audience_file(root: Path, path: Path, problems: list[SpecProblem]):
     raw = _read(root, path, problems)
     if raw is None:
         return []
-    where = _Problems(file, raw, problems)
+    where = _Problems(file, raw, problems, path.read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         where.add((), "an audiences file holds `traits:` and/or `audiences:` lists")
         return []
@@ -271,7 +289,7 @@ def _parse(where: _Problems, path: tuple[Any, ...], sql: str) -> exp.Expression 
 
 def _report(where: _Problems, path: tuple[Any, ...], found: list[fragments.FragmentProblem]) -> bool:
     for problem in found:
-        where.add(path, f"{problem.message}", problem.hint)
+        where.add(path, problem.message, problem.hint, needle=problem.name)
     return not found
 
 

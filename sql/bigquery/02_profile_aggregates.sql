@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     `profile_id`,
     'favorite_report_type' AS `trait`,
-    JSON_EXTRACT_SCALAR(properties, '$.report_type') AS `value`,
+    JSON_EXTRACT_SCALAR(`properties`, '$.report_type') AS `value`,
     `timestamp`
   FROM events
   WHERE
@@ -22,7 +22,7 @@ WITH events AS (
         CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '90' DAY
       )
     )
-    AND NOT JSON_EXTRACT_SCALAR(properties, '$.report_type') IS NULL
+    AND NOT JSON_EXTRACT_SCALAR(`properties`, '$.report_type') IS NULL
 ), most_frequent_counts AS (
   SELECT
     `profile_id`,
@@ -55,16 +55,16 @@ WITH events AS (
   SELECT
     `profile_id`,
     MAX_BY(
-      JSON_EXTRACT_SCALAR(traits, '$.plan'),
+      JSON_EXTRACT_SCALAR(`traits`, '$.plan'),
       CASE
-        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(traits, '$.plan') IS NULL
+        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.plan') IS NULL
         THEN `timestamp`
       END
     ) AS `plan`,
     MAX_BY(
-      JSON_EXTRACT_SCALAR(traits, '$.last_name'),
+      JSON_EXTRACT_SCALAR(`traits`, '$.last_name'),
       CASE
-        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(traits, '$.last_name') IS NULL
+        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.last_name') IS NULL
         THEN `timestamp`
       END
     ) AS `last_name`,
@@ -78,7 +78,7 @@ WITH events AS (
     SUM(
       IF(
         `type` IN ('track', 'page', 'screen') AND `event` = 'Payment Processed',
-        SAFE_CAST(JSON_EXTRACT_SCALAR(properties, '$.revenue') AS FLOAT64),
+        SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.revenue') AS FLOAT64),
         NULL
       )
     ) AS `lifetime_revenue`,
@@ -97,7 +97,7 @@ WITH events AS (
       `type` IN ('track', 'page', 'screen')
       AND `event` = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_SCALAR(properties, '$.triggered_by') = 'self-service'
+        JSON_EXTRACT_SCALAR(`properties`, '$.triggered_by') = 'self-service'
       )
     ) AS `upgrades`,
     COUNTIF(

@@ -4,9 +4,9 @@ SELECT
   "profile_id",
   ARG_MIN("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
   ARG_MAX(
-    LOWER(TRIM(COALESCE(traits ->> '$.email', context ->> '$.traits.email'))),
+    LOWER(TRIM(COALESCE("traits" ->> '$.email', "context" ->> '$.traits.email'))),
     CASE
-      WHEN NOT LOWER(TRIM(COALESCE(traits ->> '$.email', context ->> '$.traits.email'))) IS NULL
+      WHEN NOT LOWER(TRIM(COALESCE("traits" ->> '$.email', "context" ->> '$.traits.email'))) IS NULL
       THEN "timestamp"
     END
   ) AS "email",

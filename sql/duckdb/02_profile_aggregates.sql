@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     "profile_id",
     'favorite_report_type' AS "trait",
-    properties ->> '$.report_type' AS "value",
+    "properties" ->> '$.report_type' AS "value",
     "timestamp"
   FROM events
   WHERE
@@ -23,7 +23,7 @@ WITH events AS (
       )
     )
     AND NOT (
-      properties ->> '$.report_type'
+      "properties" ->> '$.report_type'
     ) IS NULL
 ), most_frequent_counts AS (
   SELECT
@@ -60,19 +60,19 @@ WITH events AS (
   SELECT
     "profile_id",
     ARG_MAX(
-      traits ->> '$.plan',
+      "traits" ->> '$.plan',
       CASE
         WHEN "type" = 'identify' AND NOT (
-          traits ->> '$.plan'
+          "traits" ->> '$.plan'
         ) IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     ARG_MAX(
-      traits ->> '$.last_name',
+      "traits" ->> '$.last_name',
       CASE
         WHEN "type" = 'identify' AND NOT (
-          traits ->> '$.last_name'
+          "traits" ->> '$.last_name'
         ) IS NULL
         THEN "timestamp"
       END
@@ -83,7 +83,7 @@ WITH events AS (
       AND "timestamp" >= (
         CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "reports_30d",
-    SUM(TRY_CAST(properties ->> '$.revenue' AS DOUBLE)) FILTER(WHERE
+    SUM(TRY_CAST("properties" ->> '$.revenue' AS DOUBLE)) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
     MAX("timestamp") FILTER(WHERE
       "type" IN ('track', 'page', 'screen')) AS "last_seen_at",
@@ -97,7 +97,7 @@ WITH events AS (
       AND "event" = 'Subscription Upgraded'
       AND (
         (
-          properties ->> '$.triggered_by'
+          "properties" ->> '$.triggered_by'
         ) = 'self-service'
       )) AS "upgrades",
     COUNT(*) FILTER(WHERE

@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     "profile_id",
     'favorite_report_type' AS "trait",
-    JSON_EXTRACT_PATH_TEXT(properties, 'report_type') AS "value",
+    JSON_EXTRACT_PATH_TEXT("properties", 'report_type') AS "value",
     "timestamp"
   FROM events
   WHERE
@@ -22,7 +22,7 @@ WITH events AS (
         CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '90 DAY'
       )
     )
-    AND NOT JSON_EXTRACT_PATH_TEXT(properties, 'report_type') IS NULL
+    AND NOT JSON_EXTRACT_PATH_TEXT("properties", 'report_type') IS NULL
 ), most_frequent_counts AS (
   SELECT
     "profile_id",
@@ -58,16 +58,16 @@ WITH events AS (
   SELECT
     "profile_id",
     ARG_MAX(
-      JSON_EXTRACT_PATH_TEXT(traits, 'plan'),
+      JSON_EXTRACT_PATH_TEXT("traits", 'plan'),
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT(traits, 'plan') IS NULL
+        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     ARG_MAX(
-      JSON_EXTRACT_PATH_TEXT(traits, 'last_name'),
+      JSON_EXTRACT_PATH_TEXT("traits", 'last_name'),
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT(traits, 'last_name') IS NULL
+        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
         THEN "timestamp"
       END
     ) AS "last_name",
@@ -77,7 +77,7 @@ WITH events AS (
       AND "timestamp" >= (
         CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30 DAY'
       )) AS "reports_30d",
-    SUM(CAST(JSON_EXTRACT_PATH_TEXT(properties, 'revenue') AS DOUBLE PRECISION)) FILTER(WHERE
+    SUM(CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE PRECISION)) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
     MAX("timestamp") FILTER(WHERE
       "type" IN ('track', 'page', 'screen')) AS "last_seen_at",
@@ -90,7 +90,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_PATH_TEXT(properties, 'triggered_by') = 'self-service'
+        JSON_EXTRACT_PATH_TEXT("properties", 'triggered_by') = 'self-service'
       )) AS "upgrades",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')

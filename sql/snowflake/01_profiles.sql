@@ -7,8 +7,8 @@ SELECT
     LOWER(
       TRIM(
         COALESCE(
-          JSON_EXTRACT_PATH_TEXT(traits, 'email'),
-          JSON_EXTRACT_PATH_TEXT(context, 'traits.email')
+          JSON_EXTRACT_PATH_TEXT("traits", 'email'),
+          JSON_EXTRACT_PATH_TEXT("context", 'traits.email')
         )
       )
     ),
@@ -16,8 +16,8 @@ SELECT
       WHEN NOT LOWER(
         TRIM(
           COALESCE(
-            JSON_EXTRACT_PATH_TEXT(traits, 'email'),
-            JSON_EXTRACT_PATH_TEXT(context, 'traits.email')
+            JSON_EXTRACT_PATH_TEXT("traits", 'email'),
+            JSON_EXTRACT_PATH_TEXT("context", 'traits.email')
           )
         )
       ) IS NULL

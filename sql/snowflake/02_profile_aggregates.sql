@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     "profile_id",
     'favorite_report_type' AS "trait",
-    JSON_EXTRACT_PATH_TEXT(properties, 'report_type') AS "value",
+    JSON_EXTRACT_PATH_TEXT("properties", 'report_type') AS "value",
     "timestamp"
   FROM events
   WHERE
@@ -22,7 +22,7 @@ WITH events AS (
         CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '90 DAY'
       )
     )
-    AND NOT JSON_EXTRACT_PATH_TEXT(properties, 'report_type') IS NULL
+    AND NOT JSON_EXTRACT_PATH_TEXT("properties", 'report_type') IS NULL
 ), most_frequent_counts AS (
   SELECT
     "profile_id",
@@ -58,16 +58,16 @@ WITH events AS (
   SELECT
     "profile_id",
     MAX_BY(
-      JSON_EXTRACT_PATH_TEXT(traits, 'plan'),
+      JSON_EXTRACT_PATH_TEXT("traits", 'plan'),
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT(traits, 'plan') IS NULL
+        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     MAX_BY(
-      JSON_EXTRACT_PATH_TEXT(traits, 'last_name'),
+      JSON_EXTRACT_PATH_TEXT("traits", 'last_name'),
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT(traits, 'last_name') IS NULL
+        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
         THEN "timestamp"
       END
     ) AS "last_name",
@@ -81,7 +81,7 @@ WITH events AS (
     SUM(
       IFF(
         "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed',
-        TRY_CAST(JSON_EXTRACT_PATH_TEXT(properties, 'revenue') AS DOUBLE),
+        TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE),
         NULL
       )
     ) AS "lifetime_revenue",
@@ -100,7 +100,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_PATH_TEXT(properties, 'triggered_by') = 'self-service'
+        JSON_EXTRACT_PATH_TEXT("properties", 'triggered_by') = 'self-service'
       )
     ) AS "upgrades",
     COUNT_IF(

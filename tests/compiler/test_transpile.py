@@ -17,16 +17,9 @@ from tests.conftest import write_project
 WHERE = rewrite_event_fragment(parse_fragment("properties.amount > 10 AND context.page.url = 'x' AND properties.a / properties.b > 1"))
 
 EXPECTED_WHERE = {
-    "duckdb": "TRY_CAST(properties ->> '$.amount' AS DOUBLE) > 10 AND (context ->> '$.page.url') = 'x' "
-              "AND TRY_CAST(properties ->> '$.a' AS DOUBLE) / NULLIF(TRY_CAST(properties ->> '$.b' AS DOUBLE), 0) > 1",
-    "snowflake": "TRY_CAST(JSON_EXTRACT_PATH_TEXT(properties, 'amount') AS DOUBLE) > 10 "
-                 "AND JSON_EXTRACT_PATH_TEXT(context, 'page.url') = 'x' "
-                 "AND TRY_CAST(JSON_EXTRACT_PATH_TEXT(properties, 'a') AS DOUBLE) / "
-                 "NULLIF(TRY_CAST(JSON_EXTRACT_PATH_TEXT(properties, 'b') AS DOUBLE), 0) > 1",
-    "bigquery": "SAFE_CAST(JSON_EXTRACT_SCALAR(properties, '$.amount') AS FLOAT64) > 10 "
-                "AND JSON_EXTRACT_SCALAR(context, '$.page.url') = 'x' "
-                "AND SAFE_CAST(JSON_EXTRACT_SCALAR(properties, '$.a') AS FLOAT64) / "
-                "NULLIF(SAFE_CAST(JSON_EXTRACT_SCALAR(properties, '$.b') AS FLOAT64), 0) > 1",
+    'duckdb': 'TRY_CAST("properties" ->> \'$.amount\' AS DOUBLE) > 10 AND ("context" ->> \'$.page.url\') = \'x\' AND TRY_CAST("properties" ->> \'$.a\' AS DOUBLE) / NULLIF(TRY_CAST("properties" ->> \'$.b\' AS DOUBLE), 0) > 1',
+    'snowflake': 'TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", \'amount\') AS DOUBLE) > 10 AND JSON_EXTRACT_PATH_TEXT("context", \'page.url\') = \'x\' AND TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", \'a\') AS DOUBLE) / NULLIF(TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", \'b\') AS DOUBLE), 0) > 1',
+    'bigquery': "SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.amount') AS FLOAT64) > 10 AND JSON_EXTRACT_SCALAR(`context`, '$.page.url') = 'x' AND SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.a') AS FLOAT64) / NULLIF(SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.b') AS FLOAT64), 0) > 1",
 }
 
 
