@@ -58,7 +58,8 @@ class CompiledPlan:
 def as_of_literal(as_of: datetime | None) -> exp.Expression:
     """The as-of instant as a UTC TIMESTAMP; without one, the warehouse's current time."""
     if as_of is None:
-        return exp.cast(exp.CurrentTimestamp(), "timestamp")
+        # UTC explicitly: a Snowflake or Postgres session need not be in UTC.
+        return exp.cast(exp.AtTimeZone(this=exp.CurrentTimestamp(), zone=exp.Literal.string("UTC")), "timestamp")
     naive = naive_utc(as_of)
     return exp.cast(exp.Literal.string(naive.isoformat(sep=" ", timespec="microseconds")), "timestamp")
 

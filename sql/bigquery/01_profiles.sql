@@ -35,7 +35,7 @@ FROM (
     *
   FROM `raw`.`events`
   WHERE
-    `timestamp` < CAST(CURRENT_TIMESTAMP() AS DATETIME)
+    `timestamp` < CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME)
 ) AS e
 GROUP BY
   `profile_id`;

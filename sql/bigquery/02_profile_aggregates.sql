@@ -6,7 +6,7 @@ WITH events AS (
     *
   FROM `raw`.`events`
   WHERE
-    `timestamp` < CAST(CURRENT_TIMESTAMP() AS DATETIME)
+    `timestamp` < CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME)
 ), most_frequent_values AS (
   SELECT
     `profile_id`,
@@ -19,7 +19,7 @@ WITH events AS (
       `type` IN ('track', 'page', 'screen')
       AND `event` = 'Report Generated'
       AND `timestamp` >= (
-        CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '90' DAY
+        CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '90' DAY
       )
     )
     AND NOT JSON_EXTRACT_SCALAR(`properties`, '$.report_type') IS NULL
@@ -72,7 +72,7 @@ WITH events AS (
       `type` IN ('track', 'page', 'screen')
       AND `event` = 'Report Generated'
       AND `timestamp` >= (
-        CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '30' DAY
+        CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
       )
     ) AS `reports_30d`,
     SUM(
@@ -87,7 +87,7 @@ WITH events AS (
       DISTINCT IF(
         `type` IN ('track', 'page', 'screen')
         AND `timestamp` >= (
-          CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '30' DAY
+          CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
         ),
         CAST(`timestamp` AS DATE),
         NULL
@@ -104,24 +104,24 @@ WITH events AS (
       `type` IN ('track', 'page', 'screen')
       AND `event` = 'Support Contacted'
       AND `timestamp` >= (
-        CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '30' DAY
+        CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
       )
     ) AS `_events_17129424`,
     COUNTIF(
       `type` IN ('track', 'page', 'screen')
       AND (
         `timestamp` >= (
-          CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '60' DAY
+          CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '60' DAY
         )
         AND `timestamp` < (
-          CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '30' DAY
+          CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
         )
       )
     ) AS `_events_ed9df972`,
     COUNTIF(
       `type` IN ('track', 'page', 'screen')
       AND `timestamp` >= (
-        CAST(CURRENT_TIMESTAMP() AS DATETIME) - INTERVAL '30' DAY
+        CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
       )
     ) AS `_events_a5de02d2`
   FROM events

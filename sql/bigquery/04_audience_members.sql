@@ -4,7 +4,7 @@ SELECT
   'high_value_user' AS `audience`,
   `profile_id`,
   CAST(NULL AS STRING) AS `split`,
-  CAST(CURRENT_TIMESTAMP() AS DATETIME) AS `as_of`
+  CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) AS `as_of`
 FROM (
   SELECT
     `t`.`profile_id`
@@ -23,7 +23,7 @@ SELECT
   'churn_risk' AS `audience`,
   `profile_id`,
   CASE WHEN `bucket` < 90 THEN 'treatment' WHEN `bucket` < 100 THEN 'holdout' END AS `split`,
-  CAST(CURRENT_TIMESTAMP() AS DATETIME) AS `as_of`
+  CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) AS `as_of`
 FROM (
   SELECT
     `profile_id`,

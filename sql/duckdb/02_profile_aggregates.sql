@@ -6,7 +6,7 @@ WITH events AS (
     *
   FROM "raw"."events"
   WHERE
-    "timestamp" < CAST(CURRENT_TIMESTAMP AS TIMESTAMP)
+    "timestamp" < CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP)
 ), most_frequent_values AS (
   SELECT
     "profile_id",
@@ -19,7 +19,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Report Generated'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '90' DAY
+        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '90' DAY
       )
     )
     AND NOT (
@@ -81,7 +81,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Report Generated'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
+        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "reports_30d",
     SUM(TRY_CAST("properties" ->> '$.revenue' AS DOUBLE)) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
@@ -90,7 +90,7 @@ WITH events AS (
     COUNT(DISTINCT CAST("timestamp" AS DATE)) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
+        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "days_active_30d",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
@@ -104,22 +104,22 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Support Contacted'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
+        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "_events_17129424",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND (
         "timestamp" >= (
-          CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '60' DAY
+          CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '60' DAY
         )
         AND "timestamp" < (
-          CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
+          CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
         )
       )) AS "_events_ed9df972",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AS TIMESTAMP) - INTERVAL '30' DAY
+        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "_events_a5de02d2"
   FROM events
   GROUP BY

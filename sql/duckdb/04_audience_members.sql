@@ -4,7 +4,7 @@ SELECT
   'high_value_user' AS "audience",
   "profile_id",
   CAST(NULL AS TEXT) AS "split",
-  CAST(CURRENT_TIMESTAMP AS TIMESTAMP) AS "as_of"
+  CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) AS "as_of"
 FROM (
   SELECT
     "t"."profile_id"
@@ -23,7 +23,7 @@ SELECT
   'churn_risk' AS "audience",
   "profile_id",
   CASE WHEN "bucket" < 90 THEN 'treatment' WHEN "bucket" < 100 THEN 'holdout' END AS "split",
-  CAST(CURRENT_TIMESTAMP AS TIMESTAMP) AS "as_of"
+  CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) AS "as_of"
 FROM (
   SELECT
     "profile_id",

@@ -34,7 +34,7 @@ FROM (
     *
   FROM "raw"."events"
   WHERE
-    "timestamp" < CAST(CURRENT_TIMESTAMP() AS TIMESTAMP)
+    "timestamp" < CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP)
 ) AS e
 GROUP BY
   "profile_id";

@@ -6,7 +6,7 @@ WITH events AS (
     *
   FROM "raw"."events"
   WHERE
-    "timestamp" < CAST(CURRENT_TIMESTAMP() AS TIMESTAMP)
+    "timestamp" < CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP)
 ), most_frequent_values AS (
   SELECT
     "profile_id",
@@ -19,7 +19,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Report Generated'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '90 DAY'
+        CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '90 DAY'
       )
     )
     AND NOT JSON_EXTRACT_PATH_TEXT("properties", 'report_type') IS NULL
@@ -75,7 +75,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Report Generated'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '30 DAY'
+        CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
       )
     ) AS "reports_30d",
     SUM(
@@ -90,7 +90,7 @@ WITH events AS (
       DISTINCT IFF(
         "type" IN ('track', 'page', 'screen')
         AND "timestamp" >= (
-          CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '30 DAY'
+          CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
         ),
         CAST("timestamp" AS DATE),
         NULL
@@ -107,24 +107,24 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Support Contacted'
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '30 DAY'
+        CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
       )
     ) AS "_events_17129424",
     COUNT_IF(
       "type" IN ('track', 'page', 'screen')
       AND (
         "timestamp" >= (
-          CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '60 DAY'
+          CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '60 DAY'
         )
         AND "timestamp" < (
-          CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '30 DAY'
+          CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
         )
       )
     ) AS "_events_ed9df972",
     COUNT_IF(
       "type" IN ('track', 'page', 'screen')
       AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP() AS TIMESTAMP) - INTERVAL '30 DAY'
+        CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
       )
     ) AS "_events_a5de02d2"
   FROM events
