@@ -104,7 +104,7 @@ def validate(context: click.Context) -> None:
 @click.option("--as-of", "as_of", default=None, help="pin as-of in the SQL (default: the warehouse's current time)")
 @click.pass_context
 @handled
-def compile(context: click.Context, dialect: str | None, out: Path | None, as_of: str | None) -> None:  # noqa: A001
+def compile(context: click.Context, dialect: str | None, out: Path | None, as_of: str | None) -> None:
     """Print or write the SQL of every model."""
     from cdp_warehouse.asof import parse_as_of
     from cdp_warehouse.compiler.plan import compile_project

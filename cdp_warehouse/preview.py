@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlglot import exp
 
+from cdp_warehouse.compiler.fragments import did_you_mean
 from cdp_warehouse.compiler.plan import AUDIENCE_MEMBERS, PROFILE_TRAITS, PROFILES, models_table
 from cdp_warehouse.errors import CdpError
-from cdp_warehouse.compiler.fragments import did_you_mean
 from cdp_warehouse.runner import materialise
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse

@@ -43,7 +43,7 @@ def snapshot(ws) -> dict[str, list[tuple]]:
     tables = {}
     for table in ("profiles", "profile_traits", "audience_members", "audience_membership"):
         rows = ws.query(f"SELECT * FROM cdp.{table}")
-        tables[table] = sorted((tuple(map(repr, row)) for row in rows))
+        tables[table] = sorted(tuple(map(repr, row)) for row in rows)
     tables["profile_traits columns"] = ws.warehouse.columns("cdp", "profile_traits")
     return tables
 

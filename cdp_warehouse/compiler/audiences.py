@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from cdp_warehouse.asof import parse_window
-from cdp_warehouse.compiler.fragments import PROFILE_COLUMNS, column_parts, parse_fragment, safe_division
+from cdp_warehouse.compiler.fragments import (
+    PROFILE_COLUMNS,
+    column_parts,
+    parse_fragment,
+    safe_division,
+)
 from cdp_warehouse.compiler.traits import matching_condition
 from cdp_warehouse.specs import ResolvedAudience, ResolvedProject
 

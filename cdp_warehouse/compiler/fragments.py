@@ -171,7 +171,7 @@ def _numeric_context(node: exp.Expression) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
         node, parent = parent, parent.parent
-    if isinstance(parent, _ARITHMETIC) or isinstance(parent, _NUMERIC_AGGREGATES):
+    if isinstance(parent, (_ARITHMETIC, _NUMERIC_AGGREGATES)):
         return True
     if isinstance(parent, _COMPARISON):
         other = parent.expression if parent.this is node else parent.this

@@ -23,7 +23,7 @@ from cdp_warehouse.errors import CdpError, SpecError, SpecProblem
 from cdp_warehouse.specs.envvars import interpolate, missing
 from cdp_warehouse.specs.models import AudienceFile, AudienceSpec, ProjectConfig, TraitSpec
 from cdp_warehouse.specs.resolved import Location, ResolvedAudience, ResolvedProject, ResolvedTrait
-from cdp_warehouse.specs.yaml_lines import LineDict, LineList, line_of, load_yaml
+from cdp_warehouse.specs.yaml_lines import LineDict, line_of, load_yaml
 
 PROJECT_FILE = "cdp.yaml"
 AUDIENCES_DIR = "audiences"
@@ -89,10 +89,7 @@ def _existing_path(raw: Any, prefix: tuple[Any, ...], loc: tuple[Any, ...]) -> t
         node = node[step] if isinstance(node, (dict, list)) else None
     kept: list[Any] = []
     for index, step in enumerate(loc):
-        if isinstance(node, dict) and step in node:
-            kept.append(step)
-            node = node[step]
-        elif isinstance(node, list) and isinstance(step, int) and step < len(node):
+        if isinstance(node, dict) and step in node or isinstance(node, list) and isinstance(step, int) and step < len(node):
             kept.append(step)
             node = node[step]
         elif isinstance(node, dict) and index == len(loc) - 1:
@@ -117,8 +114,7 @@ def _explain(item: dict[str, Any], model: type[BaseModel]) -> tuple[str, str | N
     if kind == "extra_forbidden":
         return f"unknown key {name!r}", fragments.did_you_mean(name, _field_names(model, loc[:-1]))
     message = item["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
+    message = message.removeprefix("Value error, ")
     return message, None
 
 

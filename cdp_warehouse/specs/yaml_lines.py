@@ -72,7 +72,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _co
 def load_yaml(path: Path) -> Any:
     """Parse one YAML file; raises ``yaml.YAMLError`` (with a mark) on bad syntax."""
     with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(handle, Loader=_LineLoader)
 
 
 def line_of(data: Any, path: tuple[Any, ...]) -> int | None:

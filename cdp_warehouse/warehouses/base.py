@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 from sqlglot import exp
 
@@ -104,7 +104,7 @@ class Warehouse(ABC):
         self.execute(create_table(exp.table_("audience_membership", db=project.models_schema, quoted=True),
                                   MEMBERSHIP_COLUMNS))
 
-    def __enter__(self) -> Warehouse:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
