@@ -362,30 +362,6 @@ FROM (
 """
 
 
-def bitmap_days_active(project: ResolvedProject) -> tuple[str, list[str]]:
-    """(e): the compiled ``_profile_aggregates`` query with each days_active trait whose
-    window is at most 63 days computed as a 64-bit bitmap of active days instead of
-    ``COUNT(DISTINCT day) FILTER (...)``. Exact: a window of W days spans at most W + 1
-    calendar days before as-of. Returns (statement, rewritten trait names)."""
-    import sqlglot
-    from sqlglot import exp
-
-    select = compile_project(project, AS_OF).model(AGGREGATES).select.copy()
-    as_of_day = f"CAST({ts_literal(AS_OF)} AS DATE)"
-    rewritten = []
-    for trait in project.traits.values():
-        if trait.kind != "days_active" or trait.window is None or trait.window.start > timedelta(days=63):
-            continue
-        alias = next(node for node in select.find_all(exp.Alias) if node.alias == trait.name)
-        condition = alias.this.expression.this.sql("duckdb")  # Filter → Where → condition
-        day = "least(date_diff('day', CAST(\"timestamp\" AS DATE), " + as_of_day + "), 63)"
-        alias.set("this", sqlglot.parse_one(
-            f"coalesce(bit_count(bit_or(1::UBIGINT << {day}::UBIGINT) FILTER (WHERE {condition})), 0)",
-            read="duckdb"))
-        rewritten.append(trait.name)
-    return "CREATE TABLE bench.tuned AS " + select.sql("duckdb"), rewritten
-
-
 FLOOR_STATEMENT = f"CREATE TABLE bench.floor AS SELECT {PROFILE_KEY} AS profile_id, count(*) AS n FROM raw.events GROUP BY 1"
 
 
@@ -506,13 +482,6 @@ def agreement(bench: Bench, project: ResolvedProject) -> list[tuple[str, int, in
     return rows
 
 
-def tuned_agreement(bench: Bench, project: ResolvedProject, traits: list[str]) -> int:
-    """Rows where (e)'s bitmap days_active differs from cdp._profile_aggregates."""
-    differs = " OR ".join(f"t.{name} IS DISTINCT FROM o.{name}" for name in traits) or "false"
-    return bench.sql(f"SELECT count(*) FROM {project.models_schema}.{AGGREGATES} AS t "
-                     f"FULL JOIN bench.tuned AS o USING (profile_id) WHERE {differs}")[0][0]
-
-
 # --------------------------------------------------------------------------- main
 
 # Wide enough for the tables when piped to a file (rich defaults to 80 columns there).
@@ -527,7 +496,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit (default: the project's)")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached events file")
-    parser.add_argument("--methods", default="a,b,c,d,e", help="subset of a,b,c,d,e to run")
+    parser.add_argument("--methods", default="a,b,c,d", help="subset of a,b,c,d to run")
     parser.add_argument("--explain", action="store_true",
                         help="print EXPLAIN ANALYZE of the compiled _profile_aggregates query and exit")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
@@ -577,7 +546,6 @@ def main() -> None:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     per_trait = per_trait_statements(project)
     fused = fused_statement(project)
-    tuned, tuned_traits = bitmap_days_active(project)
     # Warm up DuckDB's buffer pool with every column the methods read (not timed).
     con.execute("SELECT count(*), max(length(properties::VARCHAR)), max(length(traits::VARCHAR)), "
                 "max(event), max(type), max(\"timestamp\"), max(user_id), max(anonymous_id) FROM raw.events").fetchall()
@@ -589,14 +557,13 @@ def main() -> None:
         "d": lambda: bench.timed("d", [fused]),
         "a": bench.cdp_run,
         "b": lambda: bench.timed("b", per_trait),
-        "e": lambda: bench.timed("e", [tuned]),
     }
     for rep in range(args.repeat):
-        for method in "cdabe":
+        for method in "cdab":
             if method not in methods:
                 continue
             if method != "a":  # each repetition replaces the table; the last one is kept for checks
-                table = {"b": "per_trait", "c": "floor", "d": "fused", "e": "tuned"}[method]
+                table = {"b": "per_trait", "c": "floor", "d": "fused"}[method]
                 con.execute(f"DROP TABLE IF EXISTS bench.{table}").fetchall()
             started = time.perf_counter()
             runners[method]()
@@ -616,9 +583,6 @@ def main() -> None:
             console.print(table)
         else:
             console.print("(b) and (d) agree with cdp.profile_traits on every trait and profile")
-    if {"a", "e"} <= set(methods):
-        console.print(f"(e) bitmap {', '.join(tuned_traits)} vs cdp.{AGGREGATES}: "
-                      f"{tuned_agreement(bench, project, tuned_traits):,} rows differ")
     bench.sql("DROP SCHEMA IF EXISTS bench CASCADE")
     warehouse.close()
     # ru_maxrss is reset along with VmHWM by clear_refs, so take the max of both.
@@ -635,7 +599,6 @@ def report(bench: Bench, args, methods: list[str]) -> None:
         ("b", "(b) one query per trait + join", "20 GROUP BYs (19 traits + spine), 1 join"),
         ("c", "(c) floor: GROUP BY profile, count(*)", "one scan, one hash aggregate"),
         ("d", "(d) hand-written fused query", "1 GROUP BY, 19 FILTER aggregates, mode(), count(DISTINCT)"),
-        ("e", f"(e) {AGGREGATES}, days_active as bitmap", "compiled step (a) with the suggested fix, see README"),
     ]
     table = Table(title=f"{n:,} events, {args.users:,} users — median of {args.repeat} "
                         f"(shared 2-core machine: wall times are noisy, CPU s = process user+sys, steadier)")
@@ -688,10 +651,6 @@ def report(bench: Bench, args, methods: list[str]) -> None:
         ratios.add_row(f"{AGGREGATES} / (d)", f"{aggregates / bench.median('d'):.2f}×",
                        f"{aggregates_cpu / bench.median('d', True):.2f}×",
                        "the fused step alone vs (d) (same traits + 4 audience event counts)")
-        if "e" in bench.times:
-            ratios.add_row(f"{AGGREGATES} / (e)", f"{aggregates / bench.median('e'):.2f}×",
-                           f"{aggregates_cpu / bench.median('e', True):.2f}×",
-                           "what the bitmap days_active would save in the fused step")
     console.print(ratios)
 
 

@@ -115,13 +115,13 @@ def compile(context: click.Context, dialect: str | None, out: Path | None, as_of
     import os
 
     pinned = as_of or os.environ.get("CDP_AS_OF")
-    plan = compile_project(project, parse_as_of(pinned) if pinned else None)
+    plan = compile_project(project, parse_as_of(pinned) if pinned else None, dialect=dialect)
     if out is None:
-        for name, text in render_plan(plan, dialect, project.models_schema).items():
+        for name, text in render_plan(plan, project.models_schema).items():
             console.print(f"[dim]-- {name}[/]")
             click.echo(text)
         return
-    for path in write_plan(plan, dialect, project.models_schema, out):
+    for path in write_plan(plan, project.models_schema, out):
         console.print(f"wrote {path}")
 
 

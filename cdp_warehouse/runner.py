@@ -15,6 +15,7 @@ from sqlglot import exp
 
 from cdp_warehouse.asof import naive_utc
 from cdp_warehouse.compiler.plan import (
+    AGGREGATES,
     AUDIENCE_MEMBERS,
     AUDIENCE_MEMBERSHIP,
     PROFILE_TRAITS,
@@ -27,6 +28,9 @@ from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse
 
 PREVIOUS_TRAITS = "_previous_profile_traits"
+# The fused aggregates are an intermediate of one run: a temporary table spares writing them
+# to the warehouse file (measured ~0.8 s of 3.6 s at 10M events).
+SCRATCH_AGGREGATES = exp.table_(AGGREGATES, db="main", catalog="temp", quoted=True)
 NEW_MEMBERS = "_new_audience_members"
 
 
@@ -88,14 +92,16 @@ def materialise(
     """The statements of a run, inside the caller's transaction (landing tables exist)."""
     previous = warehouse.columns(project.models_schema, PROFILE_TRAITS)
     carry_over = bool(select) and bool(previous)
+    options = {"dialect": warehouse.dialect, "aggregates_table": SCRATCH_AGGREGATES}
     if carry_over:
         # Traits the previous run did not compute (new in the YAML) are computed now.
         missing = [name for name in project.traits if name not in previous]
-        plan = compile_project(project, as_of, [*select, *missing], previous_traits=exp.to_table(PREVIOUS_TRAITS))
+        plan = compile_project(project, as_of, [*select, *missing], previous_traits=exp.to_table(PREVIOUS_TRAITS),
+                               **options)
     elif select:
-        plan = compile_project(project, as_of, [*select, *project.traits])
+        plan = compile_project(project, as_of, [*select, *project.traits], **options)
     else:
-        plan = compile_project(project, as_of)
+        plan = compile_project(project, as_of, **options)
     result = RunResult(as_of=as_of, traits=plan.traits, audiences=plan.audiences)
 
     def step(name: str, statement: exp.Expression) -> None:
@@ -111,7 +117,9 @@ def materialise(
     if carry_over:
         step("traits", _temporary(PREVIOUS_TRAITS, exp.select("*").from_(models_table(project, PROFILE_TRAITS))))
     for model in plan.models:
-        if model.table != AUDIENCE_MEMBERS:
+        if model.table == AGGREGATES:
+            step(model.table, _temporary(AGGREGATES, model.select))
+        elif model.table != AUDIENCE_MEMBERS:
             step(model.table, _replace(models_table(project, model.table), model.select))
     step("audiences", _temporary(NEW_MEMBERS, plan.model(AUDIENCE_MEMBERS).select))
     _update_history(project, warehouse, plan, as_of, result, step)
@@ -123,7 +131,7 @@ def materialise(
             step("audiences", exp.insert(exp.select("*").from_(NEW_MEMBERS), members.copy()))
     else:
         step("audiences", _replace(members, exp.select("*").from_(NEW_MEMBERS)))
-    for table in (NEW_MEMBERS, PREVIOUS_TRAITS):
+    for table in (NEW_MEMBERS, PREVIOUS_TRAITS, AGGREGATES):
         warehouse.execute(exp.Drop(tables=[exp.to_table(table)], kind="TABLE", exists=True))
     return result
 

@@ -8,6 +8,7 @@ evaluated in one pass over ``profile_traits`` without ordering between them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -22,7 +23,8 @@ from cdp_warehouse.compiler.fragments import (
 from cdp_warehouse.compiler.traits import matching_condition
 from cdp_warehouse.specs import ResolvedAudience, ResolvedProject
 
-TRAITS_ALIAS, PROFILES_ALIAS, AGGREGATES_ALIAS = "t", "p", "a"
+PROFILES_ALIAS, AGGREGATES_ALIAS = "p", "a"
+TraitValue = Callable[[str], exp.Expression]
 HEX_DIGITS = "0123456789abcdef"
 BUCKET_HEX_DIGITS = 6  # 16.7M buckets folded onto 100: bias below 1e-5
 SPLIT_BUCKETS = 100
@@ -74,18 +76,27 @@ def audience_closure(project: ResolvedProject, names: list[str]) -> list[str]:
     return [name for name in project.audiences if name in seen]
 
 
-def membership_condition(project: ResolvedProject, name: str, counts: dict[tuple, EventCount]) -> exp.Expression:
-    """True when the profile is a member of ``name`` (NULL counts as not a member)."""
+def membership_condition(
+    project: ResolvedProject, name: str, counts: dict[tuple, EventCount], trait_value: TraitValue
+) -> exp.Expression:
+    """True when the profile is a member of ``name`` (NULL counts as not a member).
+
+    ``trait_value(name)`` is the SQL of a trait's value for the row being evaluated, so the
+    rule can read the aggregates directly instead of joining profile_traits.
+    """
     audience = project.audiences[name]
     condition: exp.Expression = exp.func(
-        "COALESCE", exp.paren(_rule(project, audience, counts)), exp.false()
+        "COALESCE", exp.paren(_rule(project, audience, counts, trait_value)), exp.false()
     )
     for excluded in audience.spec.exclude:
-        condition = exp.and_(condition, exp.Not(this=exp.paren(membership_condition(project, excluded, counts))))
+        condition = exp.and_(
+            condition, exp.Not(this=exp.paren(membership_condition(project, excluded, counts, trait_value)))
+        )
     return condition
 
 
-def _rule(project: ResolvedProject, audience: ResolvedAudience, counts: dict[tuple, EventCount]) -> exp.Expression:
+def _rule(project: ResolvedProject, audience: ResolvedAudience, counts: dict[tuple, EventCount],
+          trait_value: TraitValue) -> exp.Expression:
     tree = audience.where.copy()
     replacements: list[tuple[exp.Expression, exp.Expression]] = []
     for call in tree.find_all(exp.Anonymous):
@@ -94,15 +105,18 @@ def _rule(project: ResolvedProject, audience: ResolvedAudience, counts: dict[tup
             column = exp.column(counts[_call_args(call)].column, table=AGGREGATES_ALIAS, quoted=True)
             replacements.append((call, exp.func("COALESCE", column, exp.Literal.number(0))))
         elif name == "in_audience":
-            replacements.append((call, exp.paren(membership_condition(project, call.expressions[0].this, counts))))
+            target = call.expressions[0].this
+            replacements.append((call, exp.paren(membership_condition(project, target, counts, trait_value))))
     for column in tree.find_all(exp.Column):
         if column.find_ancestor(exp.Anonymous):
             continue
         column_name = ".".join(column_parts(column))
-        table = PROFILES_ALIAS if column_name in PROFILE_COLUMNS and column_name != "profile_id" else TRAITS_ALIAS
         if column_name in project.traits:
-            table = TRAITS_ALIAS
-        replacements.append((column, exp.column(column_name, table=table, quoted=True)))
+            replacements.append((column, exp.paren(trait_value(column_name))))
+        elif column_name == "profile_id":
+            replacements.append((column, exp.column(column_name, table=AGGREGATES_ALIAS, quoted=True)))
+        else:
+            replacements.append((column, exp.column(column_name, table=PROFILES_ALIAS, quoted=True)))
     for old, new in replacements:
         if old is tree:
             tree = new

@@ -46,6 +46,7 @@ class Model:
 
 @dataclass(frozen=True)
 class CompiledPlan:
+    dialect: str  # the warehouse dialect the trees are written for
     as_of: exp.Expression
     traits: tuple[str, ...]  # traits computed by this plan
     audiences: tuple[str, ...]  # audiences evaluated by this plan
@@ -101,12 +102,17 @@ def compile_project(
     as_of: datetime | None = None,
     select: Sequence[str] | None = None,
     previous_traits: exp.Table | None = None,
+    dialect: str = "duckdb",
+    aggregates_table: exp.Table | None = None,
 ) -> CompiledPlan:
     """Compile the project (or the ``select``ed part of it) for one as-of instant.
 
     ``previous_traits``: on a partial run, the table holding the last run's traits; traits
     not recomputed are carried over from it so ``profile_traits`` keeps every column.
+    ``aggregates_table``: where the internal aggregates live (the runner keeps them in a
+    temporary table: they need no persistence; default: the models schema).
     """
+    aggregates = aggregates_table if aggregates_table is not None else models_table(project, AGGREGATES)
     as_of_expr = as_of_literal(as_of)
     trait_names, audience_names = resolve_selection(project, select)
     evaluated = audience_sql.audience_closure(project, audience_names)
@@ -114,14 +120,14 @@ def compile_project(
 
     models = (
         Model(PROFILES, profiles_select(project, as_of_expr), "one row per profile"),
-        Model(AGGREGATES, _aggregates_select(project, trait_names, counts, as_of_expr),
+        Model(AGGREGATES, _aggregates_select(project, trait_names, counts, as_of_expr, dialect),
               "the fused aggregate pass: event-level traits and audience event counts"),
-        Model(PROFILE_TRAITS, _profile_traits_select(project, trait_names, previous_traits),
+        Model(PROFILE_TRAITS, _profile_traits_select(project, aggregates, trait_names, previous_traits),
               "one row per profile, one column per trait"),
-        Model(AUDIENCE_MEMBERS, _audience_members_select(project, audience_names, counts, as_of_expr),
+        Model(AUDIENCE_MEMBERS, _audience_members_select(project, aggregates, audience_names, counts, as_of_expr),
               "members of every audience at as-of, with their split"),
     )
-    return CompiledPlan(as_of=as_of_expr, traits=tuple(trait_names), audiences=tuple(audience_names), models=models)
+    return CompiledPlan(dialect=dialect, as_of=as_of_expr, traits=tuple(trait_names), audiences=tuple(audience_names), models=models)
 
 
 def models_table(project: ResolvedProject, table: str) -> exp.Table:
@@ -132,13 +138,13 @@ def _quoted(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table, quoted=True)
 
 
-def _aggregates_select(project, trait_names, counts, as_of) -> exp.Select:
+def _aggregates_select(project, trait_names, counts, as_of, dialect) -> exp.Select:
     traits = [project.traits[name] for name in trait_names]
     fused = [t for t in traits if t.kind not in ("expression", "most_frequent")]
     most_frequent = [t for t in traits if t.kind == "most_frequent"]
 
     columns: list[exp.Expression] = [_quoted("profile_id")]
-    columns += [exp.alias_(trait_aggregate(t, as_of), t.name, quoted=True) for t in fused]
+    columns += [exp.alias_(trait_aggregate(t, as_of, dialect), t.name, quoted=True) for t in fused]
     columns += [exp.alias_(count.aggregate(as_of), count.column, quoted=True) for count in counts.values()]
     aggregates = exp.select(*columns).from_("events").group_by(_quoted("profile_id"))
 
@@ -221,7 +227,7 @@ def _trait_value(project, name: str, computed: set[str]) -> exp.Expression:
             if column_name in project.traits:
                 new = exp.paren(_trait_value(project, column_name, computed))
             else:
-                new = _quoted(column_name, "p")
+                new = _quoted(column_name, "a" if column_name == "profile_id" else "p")
             if column is tree:
                 tree = new
             else:
@@ -233,26 +239,33 @@ def _trait_value(project, name: str, computed: set[str]) -> exp.Expression:
     return value
 
 
-def _profile_traits_select(project, trait_names, previous_traits) -> exp.Select:
-    computed = set(trait_names)
-    carried = [name for name in project.traits if name not in computed] if previous_traits is not None else []
-    columns = [_quoted("profile_id", "p")]
-    columns += [exp.alias_(_trait_value(project, name, computed), name, quoted=True)
-                for name in project.traits if name in computed or name in carried]
-    query = (
-        exp.select(*columns)
-        .from_(exp.alias_(models_table(project, PROFILES), "p"))
-        .join(exp.alias_(models_table(project, AGGREGATES), "a"),
-              on=_quoted("profile_id", "a").eq(_quoted("profile_id", "p")), join_type="left")
-    )
-    if carried:
-        query = query.join(exp.alias_(previous_traits, "previous"),
-                           on=_quoted("profile_id", "previous").eq(_quoted("profile_id", "p")), join_type="left")
+def _from_aggregates(project, aggregates: exp.Table, *expressions: exp.Expression) -> exp.Select:
+    """FROM the aggregates, joined to profiles only when ``expressions`` read a profile column.
+
+    The aggregates hold one row per profile, the same set as ``profiles``: both group the
+    same profiled events, so no join is needed to enumerate profiles.
+    """
+    query = exp.select().from_(exp.alias_(aggregates.copy(), "a"))
+    if any(column.table == "p" for expression in expressions for column in expression.find_all(exp.Column)):
+        query = query.join(exp.alias_(models_table(project, PROFILES), "p"),
+                           on=_quoted("profile_id", "p").eq(_quoted("profile_id", "a")))
     return query
 
 
-def _audience_members_select(project, audience_names, counts, as_of) -> exp.Query:
-    selects = [_audience_select(project, project.audiences[name], counts, as_of) for name in audience_names]
+def _profile_traits_select(project, aggregates, trait_names, previous_traits) -> exp.Select:
+    computed = set(trait_names)
+    carried = [name for name in project.traits if name not in computed] if previous_traits is not None else []
+    values = [exp.alias_(_trait_value(project, name, computed), name, quoted=True)
+              for name in project.traits if name in computed or name in carried]
+    query = _from_aggregates(project, aggregates, *values).select(_quoted("profile_id", "a"), *values)
+    if carried:
+        query = query.join(exp.alias_(previous_traits, "previous"),
+                           on=_quoted("profile_id", "previous").eq(_quoted("profile_id", "a")), join_type="left")
+    return query
+
+
+def _audience_members_select(project, aggregates, audience_names, counts, as_of) -> exp.Query:
+    selects = [_audience_select(project, aggregates, project.audiences[name], counts, as_of) for name in audience_names]
     if not selects:
         # No audience: an empty table with the right columns.
         return exp.select(
@@ -267,20 +280,17 @@ def _audience_members_select(project, audience_names, counts, as_of) -> exp.Quer
     return query
 
 
-def _audience_select(project, audience, counts, as_of) -> exp.Select:
-    t, p, a = audience_sql.TRAITS_ALIAS, audience_sql.PROFILES_ALIAS, audience_sql.AGGREGATES_ALIAS
-    members = (
-        exp.select(_quoted("profile_id", t))
-        .from_(exp.alias_(models_table(project, PROFILE_TRAITS), t))
-        .join(exp.alias_(models_table(project, PROFILES), p),
-              on=_quoted("profile_id", p).eq(_quoted("profile_id", t)))
-        .join(exp.alias_(models_table(project, AGGREGATES), a),
-              on=_quoted("profile_id", a).eq(_quoted("profile_id", t)), join_type="left")
-        .where(audience_sql.membership_condition(project, audience.name, counts))
-    )
+def _audience_select(project, aggregates, audience, counts, as_of) -> exp.Select:
+    computed = set(project.traits)  # audiences read only traits computed in this plan
+
+    def trait_value(name: str) -> exp.Expression:
+        return _trait_value(project, name, computed)
+
+    condition = audience_sql.membership_condition(project, audience.name, counts, trait_value)
+    members = _from_aggregates(project, aggregates, condition).select(_quoted("profile_id", "a")).where(condition)
     if audience.spec.splits:
         # md5 once per member, the bucket once, then the CASE over it.
-        digest = members.select(exp.alias_(audience_sql.split_digest(audience.name, _quoted("profile_id", t)),
+        digest = members.select(exp.alias_(audience_sql.split_digest(audience.name, _quoted("profile_id", "a")),
                                            "digest", quoted=True))
         bucketed = exp.select(
             _quoted("profile_id"), exp.alias_(audience_sql.split_bucket(_quoted("digest")), "bucket", quoted=True)

@@ -10,8 +10,9 @@ from cdp_warehouse.compiler.plan import CompiledPlan
 DIALECTS = ("duckdb", "snowflake", "bigquery", "postgres")
 
 
-def render_plan(plan: CompiledPlan, dialect: str, schema: str) -> dict[str, str]:
-    """``{file name: SQL}``: one file per model, numbered in run order."""
+def render_plan(plan: CompiledPlan, schema: str) -> dict[str, str]:
+    """``{file name: SQL}``: one file per model, numbered in run order, in the plan's dialect."""
+    dialect = plan.dialect
     files: dict[str, str] = {}
     # sqlglot warns about constructs it renders approximately for a dialect (e.g. NULLS
     # ordering in BigQuery aggregates); the output is still what we want, so keep it quiet.
@@ -30,11 +31,11 @@ def render_plan(plan: CompiledPlan, dialect: str, schema: str) -> dict[str, str]
     return files
 
 
-def write_plan(plan: CompiledPlan, dialect: str, schema: str, out: Path) -> list[Path]:
+def write_plan(plan: CompiledPlan, schema: str, out: Path) -> list[Path]:
     """Write the files of ``render_plan`` under ``out/<dialect>/``, removing stale ones."""
-    folder = out / dialect
+    folder = out / plan.dialect
     folder.mkdir(parents=True, exist_ok=True)
-    files = render_plan(plan, dialect, schema)
+    files = render_plan(plan, schema)
     for stale in folder.glob("*.sql"):
         if stale.name not in files:
             stale.unlink()

@@ -55,14 +55,14 @@ WITH events AS (
   SELECT
     `profile_id`,
     MAX_BY(
-      JSON_EXTRACT_SCALAR(`traits`, '$.plan'),
+      CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.plan') END,
       CASE
         WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.plan') IS NULL
         THEN `timestamp`
       END
     ) AS `plan`,
     MAX_BY(
-      JSON_EXTRACT_SCALAR(`traits`, '$.last_name'),
+      CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.last_name') END,
       CASE
         WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.last_name') IS NULL
         THEN `timestamp`
@@ -78,20 +78,22 @@ WITH events AS (
     SUM(
       IF(
         `type` IN ('track', 'page', 'screen') AND `event` = 'Payment Processed',
-        SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.revenue') AS FLOAT64),
+        CASE
+          WHEN `type` IN ('track', 'page', 'screen') AND `event` = 'Payment Processed'
+          THEN SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.revenue') AS FLOAT64)
+        END,
         NULL
       )
     ) AS `lifetime_revenue`,
     MAX(IF(`type` IN ('track', 'page', 'screen'), `timestamp`, NULL)) AS `last_seen_at`,
     COUNT(
-      DISTINCT IF(
-        `type` IN ('track', 'page', 'screen')
+      DISTINCT CASE
+        WHEN `type` IN ('track', 'page', 'screen')
         AND `timestamp` >= (
           CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '30' DAY
-        ),
-        CAST(`timestamp` AS DATE),
-        NULL
-      )
+        )
+        THEN CAST(`timestamp` AS DATE)
+      END
     ) AS `days_active_30d`,
     COUNTIF(
       `type` IN ('track', 'page', 'screen')

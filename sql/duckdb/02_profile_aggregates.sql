@@ -60,7 +60,7 @@ WITH events AS (
   SELECT
     "profile_id",
     ARG_MAX(
-      "traits" ->> '$.plan',
+      CASE WHEN "type" = 'identify' THEN "traits" ->> '$.plan' END,
       CASE
         WHEN "type" = 'identify' AND NOT (
           "traits" ->> '$.plan'
@@ -69,7 +69,7 @@ WITH events AS (
       END
     ) AS "plan",
     ARG_MAX(
-      "traits" ->> '$.last_name',
+      CASE WHEN "type" = 'identify' THEN "traits" ->> '$.last_name' END,
       CASE
         WHEN "type" = 'identify' AND NOT (
           "traits" ->> '$.last_name'
@@ -83,15 +83,33 @@ WITH events AS (
       AND "timestamp" >= (
         CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
       )) AS "reports_30d",
-    SUM(TRY_CAST("properties" ->> '$.revenue' AS DOUBLE)) FILTER(WHERE
+    SUM(
+      CASE
+        WHEN "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed'
+        THEN TRY_CAST("properties" ->> '$.revenue' AS DOUBLE)
+      END
+    ) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
     MAX("timestamp") FILTER(WHERE
       "type" IN ('track', 'page', 'screen')) AS "last_seen_at",
-    COUNT(DISTINCT CAST("timestamp" AS DATE)) FILTER(WHERE
-      "type" IN ('track', 'page', 'screen')
-      AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
-      )) AS "days_active_30d",
+    COALESCE(
+      BIT_COUNT(
+        BIT_OR(
+          CASE
+            WHEN "type" IN ('track', 'page', 'screen')
+            AND "timestamp" >= (
+              CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30' DAY
+            )
+            THEN CAST(1 AS UBIGINT) << CAST(DATE_DIFF(
+              'DAY',
+              CAST("timestamp" AS DATE),
+              CAST(CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) AS DATE)
+            ) AS UBIGINT)
+          END
+        )
+      ),
+      0
+    ) AS "days_active_30d",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'

@@ -58,14 +58,17 @@ WITH events AS (
   SELECT
     "profile_id",
     ARG_MAX(
-      JSON_EXTRACT_PATH_TEXT("traits", 'plan'),
+      CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'plan') END,
       CASE
         WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     ARG_MAX(
-      JSON_EXTRACT_PATH_TEXT("traits", 'last_name'),
+      CASE
+        WHEN "type" = 'identify'
+        THEN JSON_EXTRACT_PATH_TEXT("traits", 'last_name')
+      END,
       CASE
         WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
         THEN "timestamp"
@@ -77,15 +80,24 @@ WITH events AS (
       AND "timestamp" >= (
         CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30 DAY'
       )) AS "reports_30d",
-    SUM(CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE PRECISION)) FILTER(WHERE
+    SUM(
+      CASE
+        WHEN "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed'
+        THEN CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE PRECISION)
+      END
+    ) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
     MAX("timestamp") FILTER(WHERE
       "type" IN ('track', 'page', 'screen')) AS "last_seen_at",
-    COUNT(DISTINCT CAST("timestamp" AS DATE)) FILTER(WHERE
-      "type" IN ('track', 'page', 'screen')
-      AND "timestamp" >= (
-        CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30 DAY'
-      )) AS "days_active_30d",
+    COUNT(
+      DISTINCT CASE
+        WHEN "type" IN ('track', 'page', 'screen')
+        AND "timestamp" >= (
+          CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '30 DAY'
+        )
+        THEN CAST("timestamp" AS DATE)
+      END
+    ) AS "days_active_30d",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'

@@ -1,7 +1,7 @@
 -- cdp.profile_traits: one row per profile, one column per trait
 -- compiled by cdp_warehouse for postgres; do not edit (run `cdp compile`)
 SELECT
-  "p"."profile_id",
+  "a"."profile_id",
   "a"."plan" AS "plan",
   "a"."last_name" AS "last_name",
   COALESCE("a"."reports_30d", 0) AS "reports_30d",
@@ -15,6 +15,4 @@ SELECT
   ) AS DOUBLE PRECISION) / NULLIF((
     COALESCE("a"."days_active_30d", 0)
   ), 0) AS "revenue_per_active_day"
-FROM "cdp"."profiles" AS p
-LEFT JOIN "cdp"."_profile_aggregates" AS a
-  ON "a"."profile_id" = "p"."profile_id";
+FROM "cdp"."_profile_aggregates" AS a;

@@ -58,14 +58,17 @@ WITH events AS (
   SELECT
     "profile_id",
     MAX_BY(
-      JSON_EXTRACT_PATH_TEXT("traits", 'plan'),
+      CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'plan') END,
       CASE
         WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     MAX_BY(
-      JSON_EXTRACT_PATH_TEXT("traits", 'last_name'),
+      CASE
+        WHEN "type" = 'identify'
+        THEN JSON_EXTRACT_PATH_TEXT("traits", 'last_name')
+      END,
       CASE
         WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
         THEN "timestamp"
@@ -81,20 +84,22 @@ WITH events AS (
     SUM(
       IFF(
         "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed',
-        TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE),
+        CASE
+          WHEN "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed'
+          THEN TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE)
+        END,
         NULL
       )
     ) AS "lifetime_revenue",
     MAX(IFF("type" IN ('track', 'page', 'screen'), "timestamp", NULL)) AS "last_seen_at",
     COUNT(
-      DISTINCT IFF(
-        "type" IN ('track', 'page', 'screen')
+      DISTINCT CASE
+        WHEN "type" IN ('track', 'page', 'screen')
         AND "timestamp" >= (
           CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '30 DAY'
-        ),
-        CAST("timestamp" AS DATE),
-        NULL
-      )
+        )
+        THEN CAST("timestamp" AS DATE)
+      END
     ) AS "days_active_30d",
     COUNT_IF(
       "type" IN ('track', 'page', 'screen')

@@ -7,16 +7,19 @@ SELECT
   CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) AS "as_of"
 FROM (
   SELECT
-    "t"."profile_id"
-  FROM "cdp"."profile_traits" AS t
-  JOIN "cdp"."profiles" AS p
-    ON "p"."profile_id" = "t"."profile_id"
-  LEFT JOIN "cdp"."_profile_aggregates" AS a
-    ON "a"."profile_id" = "t"."profile_id"
+    "a"."profile_id"
+  FROM "cdp"."_profile_aggregates" AS a
   WHERE
-    COALESCE((
-      "t"."reports_30d" >= 10 AND "t"."plan" = 'enterprise'
-    ), FALSE)
+    COALESCE(
+      (
+        (
+          COALESCE("a"."reports_30d", 0)
+        ) >= 10 AND (
+          "a"."plan"
+        ) = 'enterprise'
+      ),
+      FALSE
+    )
 ) AS members
 UNION ALL
 SELECT
@@ -44,19 +47,17 @@ FROM (
     ) % 100 AS "bucket"
   FROM (
     SELECT
-      "t"."profile_id",
-      MD5('churn_risk:' || CAST("t"."profile_id" AS VARCHAR)) AS "digest"
-    FROM "cdp"."profile_traits" AS t
-    JOIN "cdp"."profiles" AS p
-      ON "p"."profile_id" = "t"."profile_id"
-    LEFT JOIN "cdp"."_profile_aggregates" AS a
-      ON "a"."profile_id" = "t"."profile_id"
+      "a"."profile_id",
+      MD5('churn_risk:' || CAST("a"."profile_id" AS VARCHAR)) AS "digest"
+    FROM "cdp"."_profile_aggregates" AS a
     WHERE
       COALESCE(
         (
           COALESCE("a"."_events_ed9df972", 0) > 0
           AND COALESCE("a"."_events_a5de02d2", 0) = 0
-          AND "t"."plan" <> 'free'
+          AND (
+            "a"."plan"
+          ) <> 'free'
           AND COALESCE("a"."_events_17129424", 0) = 0
         ),
         FALSE

@@ -30,7 +30,7 @@ def test_json_paths_numbers_and_division_per_dialect(dialect):
 
 
 @pytest.fixture(scope="module")
-def plan(tmp_path_factory):
+def plans(tmp_path_factory):
     root = write_project(tmp_path_factory.mktemp("p"), """
         traits:
           - name: orders_7d
@@ -48,18 +48,20 @@ def plan(tmp_path_factory):
             where: orders_7d > 0 AND events_where('Order Completed', '2h', 'properties.total >= 100') > 0
             splits: {a: 50, b: 50}
     """)
-    return compile_project(load_project(root, environ={}), datetime(2026, 6, 30, tzinfo=UTC))
+    project = load_project(root, environ={})
+    return {dialect: compile_project(project, datetime(2026, 6, 30, tzinfo=UTC), dialect=dialect) for dialect in DIALECTS}
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_every_model_parses_back(plan, dialect):
-    for model in plan.models:
+def test_every_model_parses_back(plans, dialect):
+    for model in plans[dialect].models:
         text = model.select.sql(dialect=dialect)
         assert sqlglot.parse_one(text, read=dialect) is not None, model.table
 
 
-def test_fused_pass_is_one_group_by_over_the_events(plan):
-    aggregates = plan.model("_profile_aggregates").select
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_fused_pass_is_one_group_by_over_the_events(plans, dialect):
+    aggregates = plans[dialect].model("_profile_aggregates").select
     events_ctes = [cte for cte in aggregates.find_all(exp.CTE) if cte.alias == "aggregates"]
     assert len(events_ctes) == 1
     grouped = events_ctes[0].this
@@ -78,5 +80,13 @@ def test_fused_pass_is_one_group_by_over_the_events(plan):
         ("bigquery", "INTERVAL '7' DAY"),
     ],
 )
-def test_windows_are_interval_arithmetic_on_the_as_of(plan, dialect, fragment):
-    assert fragment in plan.model("_profile_aggregates").select.sql(dialect=dialect)
+def test_windows_are_interval_arithmetic_on_the_as_of(plans, dialect, fragment):
+    assert fragment in plans[dialect].model("_profile_aggregates").select.sql(dialect=dialect)
+
+
+def test_days_active_is_a_bitmap_on_duckdb_and_a_distinct_count_elsewhere(plans):
+    duckdb_sql = plans["duckdb"].model("_profile_aggregates").select.sql(dialect="duckdb")
+    assert "BIT_COUNT(BIT_OR(CASE WHEN" in duckdb_sql
+    for dialect in ("snowflake", "bigquery", "postgres"):
+        text = plans[dialect].model("_profile_aggregates").select.sql(dialect=dialect)
+        assert "COUNT(DISTINCT CASE WHEN" in text and "BIT_COUNT" not in text, dialect
