@@ -55,12 +55,15 @@ def parse_as_of(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def resolve_as_of(flag: str | None) -> datetime:
-    """``--as-of`` if given, else ``$CDP_AS_OF``, else now; always UTC, microsecond precision."""
+def pinned_as_of(flag: str | None) -> datetime | None:
+    """``--as-of`` if given, else ``$CDP_AS_OF``, else None (not pinned)."""
     text = flag or os.environ.get("CDP_AS_OF")
-    if text:
-        return parse_as_of(text)
-    return datetime.now(UTC)
+    return parse_as_of(text) if text else None
+
+
+def resolve_as_of(flag: str | None) -> datetime:
+    """The pinned as-of, else now; always UTC, microsecond precision."""
+    return pinned_as_of(flag) or datetime.now(UTC)
 
 
 def naive_utc(instant: datetime) -> datetime:

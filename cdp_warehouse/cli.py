@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cdp_warehouse.asof import resolve_as_of
+from cdp_warehouse.compiler.render import DIALECTS
 from cdp_warehouse.errors import CdpError, SpecError
 
 # soft_wrap: a `file:line: key: message` line stays one line whatever the terminal width.
@@ -20,9 +22,9 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(error: CdpError) -> None:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     if error.hint:
-        errors.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+        errors.print(f"[dim]hint: {escape(error.hint)}[/]", highlight=False)
 
 
 def handled(command):
@@ -42,7 +44,7 @@ def handled(command):
         except Exception as error:  # a bug: still one line, traceback on request
             if verbose:
                 raise
-            errors.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
+            errors.print(f"[bold red]error:[/] {type(error).__name__}: {escape(str(error))}", highlight=False)
             errors.print("[dim]hint: run again with --verbose for the traceback[/]")
             sys.exit(1)
 
@@ -56,7 +58,7 @@ def _project(context: click.Context):
 
 
 @click.group()
-@click.option("--project", "project", type=click.Path(file_okay=False), envvar="CDP_PROJECT",
+@click.option("--project", "project", type=click.Path(file_okay=False),
               help="project folder (default: $CDP_PROJECT, else the current directory)")
 @click.option("--verbose", is_flag=True, help="show tracebacks")
 @click.version_option(package_name="cdp_warehouse")
@@ -74,8 +76,8 @@ def init(directory: Path) -> None:
     from cdp_warehouse.scaffold import init_project
 
     for path in init_project(directory):
-        console.print(f"created {path}")
-    console.print(f"next: cd {directory} && cdp validate && cdp run")
+        console.print(f"created {escape(str(path))}")
+    console.print(f"next: cd {escape(str(directory))} && cdp validate && cdp run")
 
 
 @main.command()
@@ -87,7 +89,7 @@ def validate(context: click.Context) -> None:
         project = _project(context)
     except SpecError as error:
         for problem in error.problems:
-            errors.print(f"[red]{problem}[/]", highlight=False)
+            errors.print(f"[red]{escape(str(problem))}[/]", highlight=False)
         errors.print(f"[bold red]{len(error.problems)} error(s)[/]")
         sys.exit(1)
     console.print(
@@ -97,7 +99,7 @@ def validate(context: click.Context) -> None:
 
 
 @main.command()
-@click.option("--dialect", type=click.Choice(["duckdb", "snowflake", "bigquery", "postgres"]), default=None,
+@click.option("--dialect", type=click.Choice(DIALECTS), default=None,
               help="target SQL dialect (default: the project's warehouse type)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="write files under OUT/<dialect>/ instead of printing")
@@ -106,23 +108,20 @@ def validate(context: click.Context) -> None:
 @handled
 def compile(context: click.Context, dialect: str | None, out: Path | None, as_of: str | None) -> None:
     """Print or write the SQL of every model."""
-    from cdp_warehouse.asof import parse_as_of
+    from cdp_warehouse.asof import pinned_as_of
     from cdp_warehouse.compiler.plan import compile_project
     from cdp_warehouse.compiler.render import render_plan, write_plan
 
     project = _project(context)
     dialect = dialect or project.config.warehouse.type
-    import os
-
-    pinned = as_of or os.environ.get("CDP_AS_OF")
-    plan = compile_project(project, parse_as_of(pinned) if pinned else None, dialect=dialect)
+    plan = compile_project(project, pinned_as_of(as_of), dialect=dialect)
     if out is None:
         for name, text in render_plan(plan, project.models_schema).items():
             console.print(f"[dim]-- {name}[/]")
             click.echo(text)
         return
     for path in write_plan(plan, project.models_schema, out):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
 
 
 @main.command()
@@ -144,7 +143,7 @@ def load(context: click.Context, files: tuple[Path, ...], source: str) -> None:
     console.print(f"read {result.read:,} messages: [green]{result.inserted:,} landed[/], "
                   f"{result.duplicates:,} duplicates skipped, {result.rejected:,} rejected")
     for origin, reason in result.rejections[:5]:
-        errors.print(f"  rejected {origin}: {reason}", highlight=False)
+        errors.print(f"  rejected {escape(origin)}: {escape(reason)}", highlight=False)
     if result.rejected:
         errors.print(f"  all rejections are in {project.raw_schema}.rejected_messages")
 
@@ -156,17 +155,21 @@ def _progress() -> Progress:
 
 @main.command()
 @click.option("--as-of", "as_of", default=None, help="ISO 8601 instant or date (default: $CDP_AS_OF, else now)")
-@click.option("--select", "select", multiple=True, help="only these traits/audiences (repeatable)")
+@click.option("--select", "select", multiple=True, help="only these traits/audiences: --select a b, a,b or repeated")
+@click.argument("more_selected", nargs=-1, metavar="")
 @click.pass_context
 @handled
-def run(context: click.Context, as_of: str | None, select: tuple[str, ...]) -> None:
+def run(context: click.Context, as_of: str | None, select: tuple[str, ...], more_selected: tuple[str, ...]) -> None:
     """Compute profiles, traits and audiences in the warehouse."""
     from cdp_warehouse.runner import run as run_project
     from cdp_warehouse.warehouses import connect
 
+    if more_selected and not select:
+        raise CdpError(f"unexpected argument {more_selected[0]!r}", hint=f"to run only it: cdp run --select {more_selected[0]}")
     project = _project(context)
     instant = resolve_as_of(as_of)
-    names = [name for item in select for name in item.split(",") if name] or None
+    # `--select a b` (dbt style): click hands the names after the first to `more_selected`.
+    names = [name for item in (*select, *more_selected) for name in item.split(",") if name] or None
     with connect(project) as warehouse, _progress() as progress:
         task = progress.add_task("running", total=None)
         result = run_project(project, warehouse, instant, names,
@@ -195,14 +198,14 @@ def preview(context: click.Context, audience: str, as_of: str | None) -> None:
     with connect(project) as warehouse:
         result = preview_audience(project, warehouse, audience, resolve_as_of(as_of))
     spec = project.audiences[audience].spec
-    console.print(f"[bold]{spec.title or audience}[/] — {spec.description or spec.where.strip()}")
+    console.print(f"[bold]{escape(spec.title or audience)}[/] — {escape(spec.description or spec.where.strip())}")
     console.print(f"as of {result.as_of.isoformat()}: [bold]{result.size:,}[/] members "
                   f"of {result.profiles:,} profiles ({result.share:.1%})")
     if result.splits:
         console.print("splits: " + ", ".join(f"{name} {count:,}" for name, count in sorted(result.splits.items())))
     sample = Table(*result.sample_columns, title=f"sample of {len(result.sample)} members")
     for row in result.sample:
-        sample.add_row(*("" if value is None else str(value) for value in row))
+        sample.add_row(*("" if value is None else escape(str(value)) for value in row))
     console.print(sample)
     for breakdown in result.breakdowns:
         if breakdown.numeric:
@@ -212,7 +215,7 @@ def preview(context: click.Context, audience: str, as_of: str | None) -> None:
         else:
             table = Table("value", "members", "share", title=breakdown.trait)
             for value, count, share in breakdown.rows:
-                table.add_row("(null)" if value is None else str(value), f"{count:,}", f"{share:.1%}")
+                table.add_row("(null)" if value is None else escape(str(value)), f"{count:,}", f"{share:.1%}")
         console.print(table)
 
 

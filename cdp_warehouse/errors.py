@@ -41,10 +41,6 @@ class SpecError(CdpError):
         super().__init__(first + more, hint="run `cdp validate` to list every problem")
 
 
-class CompileError(CdpError):
-    """A valid spec could not be turned into SQL for the requested dialect."""
-
-
 class WarehouseError(CdpError):
     """The warehouse refused a statement or could not be reached."""
 

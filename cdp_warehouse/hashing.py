@@ -1,4 +1,4 @@
-"""Python twins of hashes the compiled SQL computes, for tests and previews."""
+"""Python twins of hashes the compiled SQL computes (tests check the SQL against them)."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from sqlglot import exp
 
 from cdp_warehouse.compiler.fragments import did_you_mean
 from cdp_warehouse.compiler.plan import AUDIENCE_MEMBERS, PROFILE_TRAITS, PROFILES, models_table
+from cdp_warehouse.compiler.traits import NUMERIC_KINDS, ZERO_DEFAULT_KINDS
 from cdp_warehouse.errors import CdpError
 from cdp_warehouse.runner import materialise
 from cdp_warehouse.specs import ResolvedProject
@@ -47,11 +48,12 @@ def preview(project: ResolvedProject, warehouse: Warehouse, audience: str, as_of
     if audience not in project.audiences:
         raise CdpError(f"no audience named {audience!r}",
                        hint=did_you_mean(audience, list(project.audiences)) or "see `cdp validate`")
-    warehouse.ensure_landing(project)
     spec = project.audiences[audience]
     traits = list(spec.traits_used) or list(project.traits)
     with warehouse.transaction(rollback=True):
-        materialise(project, warehouse, as_of, [audience])
+        warehouse.ensure_landing(project)
+        # Every trait is computed at this as-of, so the sample never shows stale values.
+        materialise(project, warehouse, as_of, [audience, *project.traits])
         members = exp.select("profile_id", "split").from_(models_table(project, AUDIENCE_MEMBERS)).where(
             exp.column("audience").eq(exp.Literal.string(audience)))
         size = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(members.subquery("m")))[0][0]
@@ -79,7 +81,7 @@ def _breakdown(project, warehouse, members: exp.Select, trait: str, size: int) -
     column = exp.column(trait, table="t", quoted=True)
     source = exp.alias_(models_table(project, PROFILE_TRAITS), "t")
     in_members = exp.column("profile_id", table="t").isin(query=exp.select("profile_id").from_(members.subquery("m")))
-    numeric = kind in ("count", "sum", "avg", "min", "max", "days_active", "count_distinct") or value_type == "number"
+    numeric = kind in (*ZERO_DEFAULT_KINDS, *NUMERIC_KINDS) or value_type == "number"
     if numeric:
         stats = [("min", exp.Min), ("avg", exp.Avg), ("max", exp.Max)]
         row_members = warehouse.fetch(exp.select(*(f(this=column.copy()) for _, f in stats)).from_(source).where(in_members))[0]

@@ -19,6 +19,7 @@ from cdp_warehouse.compiler.plan import (
     AUDIENCE_MEMBERS,
     AUDIENCE_MEMBERSHIP,
     PROFILE_TRAITS,
+    PROFILES,
     CompiledPlan,
     compile_project,
     models_table,
@@ -76,7 +77,7 @@ def run(
     warehouse.ensure_landing(project)
     with warehouse.transaction():
         result = materialise(project, warehouse, as_of, select, on_step)
-    result.profiles = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(models_table(project, "profiles")))[0][0]
+    result.profiles = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(models_table(project, PROFILES)))[0][0]
     sizes = dict(warehouse.fetch(_count_by_audience(exp.select("audience").from_(models_table(project, AUDIENCE_MEMBERS)))))
     result.audience_sizes = {name: sizes.get(name, 0) for name in result.audiences}
     return result
@@ -140,7 +141,9 @@ def _update_history(project, warehouse, plan: CompiledPlan, as_of: datetime, res
     """Close the intervals of who left, open intervals for who entered.
 
     History moves forward only: an audience whose history already holds a later instant than
-    this as-of (a backfill) keeps its history; its members table is still replaced.
+    this as-of (a backfill) keeps its history; its members table is still replaced. A run at
+    the same as-of as the latest change replaces that change (a retried or re-run pinned
+    as-of must not record an exit and a re-entry that never happened).
     """
     history = models_table(project, AUDIENCE_MEMBERSHIP)
     latest_instant = exp.func("GREATEST", exp.Max(this=exp.column("entered_at")),
@@ -152,6 +155,12 @@ def _update_history(project, warehouse, plan: CompiledPlan, as_of: datetime, res
     updated = [exp.Literal.string(name) for name in plan.audiences if name not in result.history_skipped]
     if not updated:
         return
+    in_updated = exp.column("audience", quoted=True).isin(*updated)
+    at_as_of = plan.as_of.copy()
+    step("history", exp.delete(history.copy(), where=exp.and_(
+        in_updated.copy(), exp.column("entered_at", quoted=True).eq(at_as_of.copy()))))
+    step("history", exp.update(history.copy(), {"exited_at": exp.null()}, where=exp.and_(
+        in_updated.copy(), exp.column("exited_at", quoted=True).eq(at_as_of.copy()))))
     new_members = exp.alias_(exp.to_table(NEW_MEMBERS), "n")
     open_history = exp.alias_(history.copy(), "h")
     entered = (

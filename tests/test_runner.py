@@ -119,11 +119,12 @@ def test_a_second_run_with_no_new_data_changes_nothing_in_history(workspace):
         track("ann", "Visit", "2026-06-08T00:00:00Z"),
         track("bob", "Visit", "2026-06-09T00:00:00Z"),
     )
-    ws.run(T1)
+    first = ws.run(T1)
     before = history(ws)
     again = ws.run(T1)
     assert history(ws) == before
-    assert again.entered == {"active_week": 0}
+    # a re-run at the same as-of replaces that instant: it reports the same changes
+    assert again.entered == first.entered == {"active_week": 2}
     assert again.exited == {"active_week": 0}
     assert again.history_skipped == ()
 
@@ -376,10 +377,11 @@ def test_an_as_of_with_an_offset_and_microseconds_is_the_same_instant_in_history
     instant = datetime(2026, 6, 10, 2, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
     ws.run(instant)
     assert history(ws) == [("active_week", "ann", datetime(2026, 6, 10, 0, 0, 0, 123456, tzinfo=UTC), None)]
-    # the same instant written in UTC is not older than the history: nothing skipped, nothing new
+    # the same instant written in UTC is not older than the history: nothing skipped, the
+    # instant is replaced by the same change
     again = ws.run(instant.astimezone(UTC))
     assert again.history_skipped == ()
-    assert again.entered == {"active_week": 0}
+    assert again.entered == {"active_week": 1}
     assert len(history(ws)) == 1
 
 
@@ -447,3 +449,64 @@ def test_cli_run_with_a_selected_trait_on_a_fresh_warehouse_succeeds(workspace):
     ws.warehouse = _reopen(ws)
     assert ran.exit_code == 0, ran.output + ran.stderr
     assert ws.traits()["ann"]["visits"] == 1
+
+
+def test_rerun_at_the_same_as_of_replaces_that_instant_in_history(workspace):
+    """Regression: a re-run at a pinned as-of recorded an exit and a re-entry that never
+    happened ([T1,T2) + [T2,null)) when late data arrived for T2."""
+    ws = workspace("""
+        audiences:
+          - name: active
+            where: events('*', '7d') > 0
+    """)
+    t1 = datetime(2026, 6, 10, tzinfo=UTC)
+    t2 = datetime(2026, 6, 20, tzinfo=UTC)
+    ws.land(track("x", "Login", "2026-06-09T00:00:00Z"))
+    ws.run(as_of=t1)
+    first = ws.run(as_of=t2)
+    assert first.exited == {"active": 1}
+    ws.land(track("x", "Login", "2026-06-19T00:00:00Z"))  # late data: x was active after all
+    again = ws.run(as_of=t2)
+    assert again.exited == {"active": 0} and again.entered == {"active": 0}
+    rows = ws.query("SELECT entered_at, exited_at FROM cdp.audience_membership WHERE profile_id = 'x'")
+    assert rows == [(datetime(2026, 6, 10), None)]
+
+
+def test_carried_over_counts_default_to_zero_for_profiles_new_since_the_last_run(workspace):
+    """Regression: on a --select run, a profile that appeared since the last full run got
+    NULL instead of 0 for the count traits it did not recompute."""
+    ws = workspace("""
+        traits:
+          - name: n_all
+            count: {event: "*"}
+          - name: n_buy
+            count: {event: Buy}
+          - name: days
+            days_active: {event: "*", window: 30d}
+    """)
+    ws.land(track("a", "Buy", "2026-06-01T00:00:00Z"))
+    ws.run()
+    ws.land(track("b", "Look", "2026-06-02T00:00:00Z"))
+    ws.run(select=["n_all"])
+    assert {k: (v["n_all"], v["n_buy"], v["days"]) for k, v in ws.traits().items()} == {
+        "a": (1, 1, 1), "b": (1, 0, 0)}
+
+
+def test_cli_select_takes_several_names_after_one_flag(workspace):
+    """Regression: `cdp run --select a b` failed with 'unexpected extra argument'."""
+    ws = workspace("""
+        traits:
+          - name: visits
+            count: {event: Visit}
+        audiences:
+          - name: one
+            where: visits > 0
+          - name: two
+            where: visits > 1
+    """)
+    ws.land(track("ann", "Visit", "2026-06-08T00:00:00Z"))
+    result = _cli(ws.project.root, "run", "--as-of", "2026-06-30", "--select", "one", "two")
+    assert result.exit_code == 0, result.output
+    assert ws.members("one") == {"ann"} and ws.members("two") == set()
+    stray = _cli(ws.project.root, "run", "one")
+    assert stray.exit_code == 1 and "--select one" in stray.output

@@ -6,6 +6,7 @@ Invalid messages never fail the load; they go to ``rejected_messages`` with thei
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,15 +41,26 @@ def _arrow(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> 
                      for name, kind in columns})
 
 
+class Unreadable(ValueError):
+    """A line that is not a JSON message; keeps its text for ``rejected_messages``."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(reason)
+        self.text = text
+
+
 def _read_messages(path: Path) -> Iterator[tuple[str, Any]]:
-    """(origin 'file:line', message or a ValueError) for each message in the file."""
+    """(origin 'file:line', message or Unreadable) for each message in the file."""
     if path.suffix.lower() == ".parquet":
         try:
-            table = pq.read_table(path)
+            batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS)
+            index = 0
+            for record_batch in batches:  # streamed: a large export is never all in memory
+                for row in record_batch.to_pylist():
+                    index += 1
+                    yield f"{path}:{index}", row
         except (OSError, pa.ArrowException) as error:
             raise LoadError(f"{path}: not a readable Parquet file: {error}") from error
-        for index, row in enumerate(table.to_pylist(), start=1):
-            yield f"{path}:{index}", row
         return
     try:
         handle = open(path, encoding="utf-8")
@@ -59,9 +71,10 @@ def _read_messages(path: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield f"{path}:{number}", json.loads(line)
+                message = json.loads(line)
             except ValueError as error:
-                yield f"{path}:{number}", ValueError(f"invalid JSON: {error}")
+                message = Unreadable(f"invalid JSON: {error}", line.rstrip("\n"))
+            yield f"{path}:{number}", message
 
 
 def load_files(
@@ -98,20 +111,22 @@ def land_messages(
     result = LoadResult()
     now = now or datetime.now(UTC)
     batch: dict[str, dict[str, Any]] = {}
-    rejected: list[dict[str, Any]] = []
+    rejected: dict[str, dict[str, Any]] = {}
 
     def flush() -> None:
-        if batch:
-            with warehouse.transaction():
+        # Messages and rejections of a batch commit together; both skip what an earlier load
+        # of the same input already wrote, so re-loading a file is a no-op.
+        with warehouse.transaction():
+            if batch:
                 inserted = warehouse.insert_arrow(events, _arrow(list(batch.values()), LANDING_COLUMNS),
                                                   skip_existing_key="message_id")
-            result.inserted += inserted
-            result.duplicates += len(batch) - inserted
-            batch.clear()
-        if rejected:
-            with warehouse.transaction():
-                warehouse.insert_arrow(rejected_table, _arrow(rejected, REJECTED_COLUMNS))
-            rejected.clear()
+                result.inserted += inserted
+                result.duplicates += len(batch) - inserted
+            if rejected:
+                warehouse.insert_arrow(rejected_table, _arrow(list(rejected.values()), REJECTED_COLUMNS),
+                                       skip_existing_key="rejection_id")
+        batch.clear()
+        rejected.clear()
         if on_progress:
             on_progress(result.read)
 
@@ -119,17 +134,18 @@ def land_messages(
         origin, message = item if isinstance(item, tuple) else (f"message {index}", item)
         result.read += 1
         try:
-            if isinstance(message, ValueError):
+            if isinstance(message, Unreadable):
                 raise InvalidMessage(str(message))
             row = landing_row(message, source=source, now=now)
         except InvalidMessage as error:
             result.rejected += 1
             if len(result.rejections) < 20:
                 result.rejections.append((origin, str(error)))
-            rejected.append({
-                "received_at": now.astimezone(UTC).replace(tzinfo=None), "source": source, "reason": str(error),
-                "message": None if isinstance(message, ValueError) else json.dumps(message, default=str),
-                "origin": origin,
+            text = message.text if isinstance(message, Unreadable) else json.dumps(message, default=str)
+            rejection_id = hashlib.sha256(f"{error}\0{text}".encode()).hexdigest()[:32]
+            rejected.setdefault(rejection_id, {
+                "rejection_id": rejection_id, "received_at": now.astimezone(UTC).replace(tzinfo=None),
+                "source": source, "reason": str(error), "message": text, "origin": origin,
             })
             continue
         if row["message_id"] in batch:

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 MESSAGE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 MAX_MESSAGE_ID = 100
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: str
 
 
 class InvalidMessage(ValueError):

@@ -15,7 +15,6 @@ from sqlglot import exp
 
 from cdp_warehouse.asof import parse_window
 from cdp_warehouse.compiler.fragments import (
-    PROFILE_COLUMNS,
     column_parts,
     parse_fragment,
     safe_division,

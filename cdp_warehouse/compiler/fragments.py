@@ -37,6 +37,8 @@ AUDIENCE_FUNCTIONS = ("events", "events_where", "in_audience")
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.IntDiv)
 _COMPARISON = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
 _NUMERIC_AGGREGATES = (exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Variance)
+_NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Ceil, exp.Floor, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Sign)
+_SAME_TYPE_FUNCTIONS = (exp.Coalesce, exp.Greatest, exp.Least)
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,28 @@ def unknown_functions(tree: exp.Expression, allowed: tuple[str, ...] = ()) -> li
     return problems
 
 
+def forbidden_constructs(tree: exp.Expression) -> list[FragmentProblem]:
+    """Constructs no fragment may use: they read other tables (ignoring as-of, so a past run
+    would not reproduce), depend on row order, or silently mean something else."""
+    problems = []
+    if any(True for _ in tree.find_all(exp.Query, exp.Table)):
+        problems.append(FragmentProblem("SELECT", "subqueries and tables are not allowed in fragments",
+                                        "use traits and events(...) instead"))
+    if any(True for _ in tree.find_all(exp.Window)):
+        problems.append(FragmentProblem("OVER", "window functions are not allowed in fragments"))
+    for node in tree.find_all(exp.Bracket):
+        inner = node.this
+        if isinstance(inner, exp.Column) and column_parts(inner)[0] in JSON_ROOTS:
+            problems.append(FragmentProblem(
+                inner.sql(DIALECT_OF_RECORD), "JSON array elements cannot be indexed yet",
+                "compare the whole value, or use a `sql` trait with the warehouse's JSON functions"))
+    return problems
+
+
 def check_event_fragment(tree: exp.Expression, *, aggregate: bool) -> list[FragmentProblem]:
     """Problems of a fragment over event rows (a trait ``where``, or a ``sql`` trait if
     ``aggregate``). Columns are event columns or JSON paths under properties/context/traits."""
-    problems = unknown_functions(tree)
+    problems = unknown_functions(tree) + forbidden_constructs(tree)
     for column in _columns(tree):
         parts = column_parts(column)
         if parts[0] in JSON_ROOTS:
@@ -136,18 +156,16 @@ def check_event_fragment(tree: exp.Expression, *, aggregate: bool) -> list[Fragm
         problems.append(
             FragmentProblem(aggregates[0].sql(DIALECT_OF_RECORD), "a `where` is per event and cannot aggregate")
         )
-    if list(tree.find_all(exp.Window)):
-        problems.append(FragmentProblem("OVER", "window functions are not allowed in fragments"))
     return problems
 
 
-def json_path(root: str, keys: list[str]) -> exp.JSONPath:
+def json_path(keys: list[str]) -> exp.JSONPath:
     return exp.JSONPath(expressions=[exp.JSONPathRoot(), *(exp.JSONPathKey(this=key) for key in keys)])
 
 
 def json_text(root: str, keys: list[str], table: str | None = None) -> exp.Expression:
     """The text at ``root.keys...`` (JSON null → SQL NULL)."""
-    return exp.JSONExtractScalar(this=exp.column(root, table=table, quoted=True), expression=json_path(root, keys))
+    return exp.JSONExtractScalar(this=exp.column(root, table=table, quoted=True), expression=json_path(keys))
 
 
 def as_number(value: exp.Expression) -> exp.Expression:
@@ -171,8 +189,11 @@ def _numeric_context(node: exp.Expression) -> bool:
     parent = node.parent
     while isinstance(parent, exp.Paren):
         node, parent = parent, parent.parent
-    if isinstance(parent, (_ARITHMETIC, _NUMERIC_AGGREGATES)):
+    if isinstance(parent, (*_ARITHMETIC, *_NUMERIC_AGGREGATES, *_NUMERIC_FUNCTIONS)):
         return True
+    if isinstance(parent, _SAME_TYPE_FUNCTIONS):
+        siblings = [parent.this, *parent.expressions]
+        return any(_is_numeric(sibling) for sibling in siblings if sibling is not node) or _numeric_context(parent)
     if isinstance(parent, _COMPARISON):
         other = parent.expression if parent.this is node else parent.this
         return _is_numeric(other)
@@ -192,6 +213,12 @@ def rewrite_event_fragment(tree: exp.Expression, table: str | None = None) -> ex
         parts = column_parts(column)
         if parts[0] in JSON_ROOTS:
             value = json_text(parts[0], parts[1:], table)
+            parent = column.parent
+            if type(parent) is exp.Cast:
+                # `properties.x::int`: a value that does not convert counts as null (spec
+                # section 4), it must not fail the run.
+                replacements.append((parent, exp.TryCast(this=value, to=parent.to.copy(), requires_string=True)))
+                continue
             replacements.append((column, as_number(value) if _numeric_context(column) else value))
         else:
             replacements.append((column, exp.column(parts[0], table=table, quoted=True)))

@@ -46,7 +46,10 @@ def profiled_events(project: ResolvedProject, as_of: exp.Expression) -> exp.Sele
 def message_email() -> exp.Expression:
     """The email a message carries: identify ``traits.email``, else ``context.traits.email``;
     trimmed and lower-cased (spec section 3)."""
-    email = exp.func("COALESCE", json_text("traits", ["email"]), json_text("context", ["traits", "email"]))
+    # Group traits describe the account (a billing address is not the user's email).
+    is_identify = exp.column("type", quoted=True).eq(exp.Literal.string("identify"))
+    from_identify = exp.Case().when(is_identify, json_text("traits", ["email"]))
+    email = exp.func("COALESCE", from_identify, json_text("context", ["traits", "email"]))
     return exp.Lower(this=exp.Trim(this=email))
 
 

@@ -33,6 +33,8 @@ PROFILES, AGGREGATES, PROFILE_TRAITS, AUDIENCE_MEMBERS = (
     "profiles", "_profile_aggregates", "profile_traits", "audience_members",
 )
 AUDIENCE_MEMBERSHIP = "audience_membership"
+# Table aliases in the generated SQL; the audience rules use the same ones.
+A, P, PREVIOUS = audience_sql.AGGREGATES_ALIAS, audience_sql.PROFILES_ALIAS, "previous"
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,12 @@ def _trait_value(project, name: str, computed: set[str]) -> exp.Expression:
     """A trait's value in profile_traits: aggregate with its default, carried-over value, or
     (for `expression`) its SQL with other traits inlined."""
     trait = project.traits[name]
+    value = _quoted(name, A if name in computed else PREVIOUS)
+    if trait.kind in ZERO_DEFAULT_KINDS:
+        # Also for carried-over values: a profile new since the last run has no previous row.
+        return exp.func("COALESCE", value, exp.Literal.number(0))
     if name not in computed:
-        return _quoted(name, "previous")
+        return value
     if trait.kind == "expression":
         tree = trait.sql.copy()
         for column in list(tree.find_all(exp.Column)):
@@ -227,15 +233,12 @@ def _trait_value(project, name: str, computed: set[str]) -> exp.Expression:
             if column_name in project.traits:
                 new = exp.paren(_trait_value(project, column_name, computed))
             else:
-                new = _quoted(column_name, "a" if column_name == "profile_id" else "p")
+                new = _quoted(column_name, A if column_name == "profile_id" else P)
             if column is tree:
                 tree = new
             else:
                 column.replace(new)
         return typed(safe_division(tree), trait.value_type)
-    value = _quoted(name, "a")
-    if trait.kind in ZERO_DEFAULT_KINDS:
-        return exp.func("COALESCE", value, exp.Literal.number(0))
     return value
 
 
@@ -245,10 +248,10 @@ def _from_aggregates(project, aggregates: exp.Table, *expressions: exp.Expressio
     The aggregates hold one row per profile, the same set as ``profiles``: both group the
     same profiled events, so no join is needed to enumerate profiles.
     """
-    query = exp.select().from_(exp.alias_(aggregates.copy(), "a"))
-    if any(column.table == "p" for expression in expressions for column in expression.find_all(exp.Column)):
-        query = query.join(exp.alias_(models_table(project, PROFILES), "p"),
-                           on=_quoted("profile_id", "p").eq(_quoted("profile_id", "a")))
+    query = exp.select().from_(exp.alias_(aggregates.copy(), A))
+    if any(column.table == P for expression in expressions for column in expression.find_all(exp.Column)):
+        query = query.join(exp.alias_(models_table(project, PROFILES), P),
+                           on=_quoted("profile_id", P).eq(_quoted("profile_id", A)))
     return query
 
 
@@ -257,10 +260,10 @@ def _profile_traits_select(project, aggregates, trait_names, previous_traits) ->
     carried = [name for name in project.traits if name not in computed] if previous_traits is not None else []
     values = [exp.alias_(_trait_value(project, name, computed), name, quoted=True)
               for name in project.traits if name in computed or name in carried]
-    query = _from_aggregates(project, aggregates, *values).select(_quoted("profile_id", "a"), *values)
+    query = _from_aggregates(project, aggregates, *values).select(_quoted("profile_id", A), *values)
     if carried:
-        query = query.join(exp.alias_(previous_traits, "previous"),
-                           on=_quoted("profile_id", "previous").eq(_quoted("profile_id", "a")), join_type="left")
+        query = query.join(exp.alias_(previous_traits, PREVIOUS),
+                           on=_quoted("profile_id", PREVIOUS).eq(_quoted("profile_id", A)), join_type="left")
     return query
 
 
@@ -287,10 +290,10 @@ def _audience_select(project, aggregates, audience, counts, as_of) -> exp.Select
         return _trait_value(project, name, computed)
 
     condition = audience_sql.membership_condition(project, audience.name, counts, trait_value)
-    members = _from_aggregates(project, aggregates, condition).select(_quoted("profile_id", "a")).where(condition)
+    members = _from_aggregates(project, aggregates, condition).select(_quoted("profile_id", A)).where(condition)
     if audience.spec.splits:
         # md5 once per member, the bucket once, then the CASE over it.
-        digest = members.select(exp.alias_(audience_sql.split_digest(audience.name, _quoted("profile_id", "a")),
+        digest = members.select(exp.alias_(audience_sql.split_digest(audience.name, _quoted("profile_id", A)),
                                            "digest", quoted=True))
         bucketed = exp.select(
             _quoted("profile_id"), exp.alias_(audience_sql.split_bucket(_quoted("digest")), "bucket", quoted=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sqlglot import exp
+
 from cdp_warehouse.compiler.plan import CompiledPlan
 
 DIALECTS = ("duckdb", "snowflake", "bigquery", "postgres")
@@ -21,8 +23,9 @@ def render_plan(plan: CompiledPlan, schema: str) -> dict[str, str]:
     logger.setLevel(logging.ERROR)
     try:
         for index, model in enumerate(plan.models, start=1):
+            table = exp.table_(model.table, db=schema, quoted=True).sql(dialect=dialect)
             header = (
-                f"-- {schema}.{model.table}: {model.description}\n"
+                f"-- {table}: {model.description}\n"
                 f"-- compiled by cdp_warehouse for {dialect}; do not edit (run `cdp compile`)\n"
             )
             files[f"{index:02d}_{model.table.lstrip('_')}.sql"] = header + model.select.sql(dialect=dialect, pretty=True) + ";\n"

@@ -2,7 +2,7 @@
 
 Every event-level trait becomes one aggregate with its own filter, so all of them are
 computed in one ``GROUP BY profile_id`` pass. ``most_frequent`` needs a count per
-(profile, value), so those traits share one extra pre-aggregation (see ``aggregates.py``).
+(profile, value), so those traits share one extra pre-aggregation (see ``plan.py``).
 """
 
 from __future__ import annotations
@@ -167,8 +167,10 @@ def _days_active(condition: exp.Expression, window: Window | None, as_of: exp.Ex
         unsigned = exp.DataType(this=exp.DataType.Type.UBIGINT)
         bit = exp.BitwiseLeftShift(this=exp.cast(exp.Literal.number(1), unsigned),
                                    expression=exp.cast(days_ago, unsigned.copy()))
-        return exp.func("COALESCE", exp.func("BIT_COUNT", exp.BitwiseOrAgg(this=_when(condition, bit))),
+        # BIGINT like COUNT(DISTINCT): the column type must not depend on the window.
+        days = exp.func("COALESCE", exp.func("BIT_COUNT", exp.BitwiseOrAgg(this=_when(condition, bit))),
                         exp.Literal.number(0))
+        return exp.cast(days, "bigint")
     return exp.Count(this=exp.Distinct(expressions=[_when(condition, day)]))
 
 

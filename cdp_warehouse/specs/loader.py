@@ -242,8 +242,10 @@ def _load_audience_file(root: Path, path: Path, problems: list[SpecProblem]):
 
 
 def _resolve(root, config, traits, audiences, problems) -> ResolvedProject:
-    trait_names = _unique_names(traits, "trait", problems)
-    audience_names = _unique_names(audiences, "audience", problems)
+    # One namespace: `--select NAME` and sync `fields` must not be ambiguous.
+    names = _unique_names([*traits, *audiences], problems)
+    trait_names = [name for name in names if name in {spec.name for spec, *_ in traits}]
+    audience_names = [name for name in names if name in {spec.name for spec, *_ in audiences}]
 
     resolved_traits: dict[str, ResolvedTrait] = {}
     for spec, location, where, prefix in traits:
@@ -263,13 +265,14 @@ def _resolve(root, config, traits, audiences, problems) -> ResolvedProject:
     return ResolvedProject(root=root, config=config, traits=resolved_traits, audiences=resolved_audiences)
 
 
-def _unique_names(items, what: str, problems: list[SpecProblem]) -> list[str]:
+def _unique_names(items, problems: list[SpecProblem]) -> list[str]:
     first_seen: dict[str, Location] = {}
     for spec, location, where, prefix in items:
+        what = "trait" if isinstance(spec, TraitSpec) else "audience"
         if spec.name in first_seen:
             earlier = first_seen[spec.name]
             where.add(prefix + ("name",), f"duplicate {what} name {spec.name!r}",
-                      f"first defined at {earlier.file}:{earlier.line}")
+                      f"first defined at {earlier.file}:{earlier.line} (traits and audiences share names)")
         else:
             first_seen[spec.name] = location
     return list(first_seen)
@@ -309,8 +312,6 @@ def _resolve_trait(spec: TraitSpec, location, where: _Problems, prefix, trait_na
     if isinstance(getattr(params, "event", None), list) and not params.event:
         where.add(base + ("event",), "an empty list of events matches nothing", "use '*' for any event")
         ok = False
-    if kind == "unique" and params.limit <= 0:
-        ok = False
     parsed_sql, depends_on = None, ()
     if kind in ("sql", "expression"):
         parsed_sql = _parse(where, base + ("sql",), params.sql)
@@ -327,24 +328,33 @@ def _resolve_trait(spec: TraitSpec, location, where: _Problems, prefix, trait_na
                          sql=parsed_sql, depends_on=depends_on)
 
 
-def _check_expression(tree: exp.Expression, name: str, trait_names: list[str]):
-    found = fragments.unknown_functions(tree)
+def _check_profile_fragment(tree: exp.Expression, traits: list[str], hint: str) -> tuple[list, tuple[str, ...]]:
+    """Problems of SQL over one profile's row (an `expression` trait, an audience rule):
+    columns are traits or profile columns, no aggregate. Returns (problems, traits read)."""
+    found: list[fragments.FragmentProblem] = []
     used: list[str] = []
-    known = [n for n in trait_names if n != name]
     for column in tree.find_all(exp.Column):
+        if column.find_ancestor(exp.Anonymous):
+            continue  # arguments of events(...) and friends are literals, checked by the caller
         column_name = ".".join(fragments.column_parts(column))
-        if column_name == name:
-            found.append(fragments.FragmentProblem(name, f"expression trait {name!r} refers to itself"))
-        elif column_name in known:
+        if column_name in traits:
             used.append(column_name)
         elif column_name not in fragments.PROFILE_COLUMNS:
             found.append(fragments.FragmentProblem(
                 column_name, f"unknown trait {column_name!r}",
-                fragments.did_you_mean(column_name, known + list(fragments.PROFILE_COLUMNS))))
-    if list(tree.find_all(exp.AggFunc)):
-        found.append(fragments.FragmentProblem("sql", "an `expression` is per profile and cannot aggregate",
-                                               "use a `sql` trait to aggregate events"))
+                fragments.did_you_mean(column_name, traits + list(fragments.PROFILE_COLUMNS))))
+    if any(True for _ in tree.find_all(exp.AggFunc)):
+        found.append(fragments.FragmentProblem("sql", "SQL over a profile's traits cannot aggregate", hint))
     return found, tuple(dict.fromkeys(used))
+
+
+def _check_expression(tree: exp.Expression, name: str, trait_names: list[str]):
+    found = fragments.unknown_functions(tree) + fragments.forbidden_constructs(tree)
+    if any(".".join(fragments.column_parts(column)) == name for column in tree.find_all(exp.Column)):
+        found.append(fragments.FragmentProblem(name, f"expression trait {name!r} refers to itself"))
+    more, used = _check_profile_fragment(tree, [n for n in trait_names if n != name],
+                                         "use a `sql` trait to aggregate events")
+    return found + [p for p in more if p.name != name], used
 
 
 def _check_trait_cycles(resolved: dict[str, ResolvedTrait], traits, problems) -> None:
@@ -389,8 +399,7 @@ def _resolve_audience(spec: AudienceSpec, location, where: _Problems, prefix, tr
     tree = _parse(where, path, spec.where)
     if tree is None:
         return None
-    found = fragments.unknown_functions(tree, fragments.AUDIENCE_FUNCTIONS)
-    traits_used: list[str] = []
+    found = fragments.unknown_functions(tree, fragments.AUDIENCE_FUNCTIONS) + fragments.forbidden_constructs(tree)
     audiences_used: list[str] = []
     for call in tree.find_all(exp.Anonymous):
         name = call.name.lower()
@@ -423,19 +432,8 @@ def _resolve_audience(spec: AudienceSpec, location, where: _Problems, prefix, tr
                                                        fragments.did_you_mean(target, audience_names)))
             else:
                 audiences_used.append(target)
-    for column in tree.find_all(exp.Column):
-        if column.find_ancestor(exp.Anonymous):
-            continue
-        column_name = ".".join(fragments.column_parts(column))
-        if column_name in trait_names:
-            traits_used.append(column_name)
-        elif column_name not in fragments.PROFILE_COLUMNS:
-            found.append(fragments.FragmentProblem(
-                column_name, f"unknown trait {column_name!r}",
-                fragments.did_you_mean(column_name, trait_names + list(fragments.PROFILE_COLUMNS))))
-    if list(tree.find_all(exp.AggFunc)):
-        found.append(fragments.FragmentProblem("where", "an audience rule is per profile and cannot aggregate",
-                                               "use events(...) or a trait"))
+    more, traits_used = _check_profile_fragment(tree, trait_names, "use events(...) or a trait")
+    found += more
     ok = _report(where, path, found)
 
     for index, excluded in enumerate(spec.exclude):

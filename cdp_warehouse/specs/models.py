@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from cdp_warehouse.specs.cron import check_cron
 
 SNAKE_CASE = r"^[a-z][a-z0-9_]*$"  # no leading underscore: internal columns use one
 ValueType = Literal["text", "number", "boolean", "timestamp"]
+Cron = Annotated[str, AfterValidator(check_cron)]
 
 
 class Spec(BaseModel):
@@ -62,9 +65,12 @@ Warehouse = Annotated[
 ]
 
 
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class Schemas(Spec):
-    raw: str = "raw"
-    models: str = "cdp"
+    raw: str = Field(default="raw", pattern=IDENTIFIER)
+    models: str = Field(default="cdp", pattern=IDENTIFIER)
 
 
 class CustomIdentifier(Spec):
@@ -128,7 +134,7 @@ class ProjectConfig(Spec):
     warehouse: Warehouse
     schemas: Schemas = Schemas()
     identity: IdentityConfig = IdentityConfig()
-    schedule: str = "0 * * * *"
+    schedule: Cron = "0 * * * *"
     destinations: dict[str, Destination] = Field(default_factory=dict)
     tracking_plan: str | None = None
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
@@ -164,6 +170,9 @@ class SqlParams(Spec):
     sql: str
     type: ValueType | None = None
 
+
+# Kinds whose value type the analyst chooses with `type:` (the others have a fixed type).
+TYPED_KINDS = ("first", "last", "most_frequent", "trait", "sql", "expression")
 
 TRAIT_KINDS: dict[str, type[Spec]] = {
     "count": EventParams,
@@ -216,7 +225,19 @@ class TraitSpec(Spec):
             raise ValueError(
                 f"a trait needs exactly one kind ({', '.join(TRAIT_KINDS)}); found {found}"
             )
+        inner = getattr(getattr(self, kinds[0]), "type", None)
+        if inner is not None and self.type is not None and inner != self.type:
+            raise ValueError(f"`type` is given twice ({self.type} and {inner}); keep one")
+        if (inner or self.type) is not None and kinds[0] not in TYPED_KINDS:
+            raise ValueError(
+                f"`type` applies to {', '.join(TYPED_KINDS)} traits; a {kinds[0]} trait has a fixed type"
+            )
         return self
+
+    @property
+    def value_type(self) -> str | None:
+        """``type`` as written on the trait or inside its kind's parameters."""
+        return getattr(self.params, "type", None) or self.type
 
     @property
     def kind(self) -> str:
@@ -258,7 +279,7 @@ class AudienceSpec(Spec):
     where: str
     exclude: list[str] = Field(default_factory=list)
     splits: dict[str, int] | None = None
-    schedule: str | None = None
+    schedule: Cron | None = None
     sync: list[SyncSpec] = Field(default_factory=list)
 
 

@@ -36,7 +36,7 @@ class ResolvedTrait:
 
     @property
     def value_type(self) -> str | None:
-        return getattr(self.spec.params, "type", None) or self.spec.type
+        return self.spec.value_type
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ LANDING_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source", "text"),
 )
 REJECTED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("rejection_id", "text"),  # hash of reason and message: re-loading does not repeat a rejection
     ("received_at", "timestamp"),
     ("source", "text"),
     ("reason", "text"),

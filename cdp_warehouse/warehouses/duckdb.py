@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -44,37 +43,34 @@ class DuckDBWarehouse(Warehouse):
                                  hint="is another process (cdp serve, dagster) writing to it?") from error
         return cls(connection, path)
 
+    def _cursor(self, sql: str, parameters: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.connection.execute(sql, parameters)
+        except duckdb.Error as error:
+            raise WarehouseError(str(error).splitlines()[0]) from error
+
     def _run(self, sql: str, parameters: Sequence[Any] | None = None) -> None:
         # DuckDB 2 keeps a statement's result pending until it is consumed.
-        self.connection.execute(sql, parameters).fetchall()
+        self._cursor(sql, parameters).fetchall()
 
     def execute(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None:
-        try:
-            self._run(self.render(statement), parameters)
-        except duckdb.Error as error:
-            raise WarehouseError(str(error).splitlines()[0]) from error
+        self._run(self.render(statement), parameters)
 
     def fetch(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[tuple]:
-        try:
-            return self.connection.execute(self.render(query), parameters).fetchall()
-        except duckdb.Error as error:
-            raise WarehouseError(str(error).splitlines()[0]) from error
+        return self._cursor(self.render(query), parameters).fetchall()
 
     def fetch_dicts(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[dict]:
-        try:
-            cursor = self.connection.execute(self.render(query), parameters)
-        except duckdb.Error as error:
-            raise WarehouseError(str(error).splitlines()[0]) from error
+        cursor = self._cursor(self.render(query), parameters)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def columns(self, schema: str, table: str) -> list[str]:
-        rows = self.connection.execute(
+        rows = self.fetch(
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
             "ORDER BY ordinal_position",
             [schema, table],
-        ).fetchall()
+        )
         return [row[0] for row in rows]
 
     def insert_arrow(self, table: exp.Table, rows: Any, *, skip_existing_key: str | None = None) -> int:
@@ -92,11 +88,9 @@ class DuckDBWarehouse(Warehouse):
                 select = select.where(exp.Not(this=exp.Exists(this=already)))
             insert = exp.insert(select, table.copy(), columns=[exp.to_identifier(n, quoted=True) for n in names])
             count = exp.select(exp.Count(this=exp.Star())).from_(table.copy())
-            before = self.connection.execute(self.render(count)).fetchall()[0][0]
-            self._run(self.render(insert))
-            return self.connection.execute(self.render(count)).fetchall()[0][0] - before
-        except duckdb.Error as error:
-            raise WarehouseError(str(error).splitlines()[0]) from error
+            before = self.fetch(count)[0][0]
+            self.execute(insert)
+            return self.fetch(count)[0][0] - before
         finally:
             self.connection.unregister("_incoming")
 
@@ -113,6 +107,3 @@ class DuckDBWarehouse(Warehouse):
     def close(self) -> None:
         self.connection.close()
 
-    @property
-    def file(self) -> Path | None:
-        return None if self.path == ":memory:" else Path(self.path)

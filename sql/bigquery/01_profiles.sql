@@ -1,4 +1,4 @@
--- cdp.profiles: one row per profile
+-- `cdp`.`profiles`: one row per profile
 -- compiled by cdp_warehouse for bigquery; do not edit (run `cdp compile`)
 SELECT
   `profile_id`,
@@ -7,7 +7,7 @@ SELECT
     LOWER(
       TRIM(
         COALESCE(
-          JSON_EXTRACT_SCALAR(`traits`, '$.email'),
+          CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.email') END,
           JSON_EXTRACT_SCALAR(`context`, '$.traits.email')
         )
       )
@@ -16,7 +16,7 @@ SELECT
       WHEN NOT LOWER(
         TRIM(
           COALESCE(
-            JSON_EXTRACT_SCALAR(`traits`, '$.email'),
+            CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.email') END,
             JSON_EXTRACT_SCALAR(`context`, '$.traits.email')
           )
         )

@@ -1,4 +1,4 @@
--- cdp._profile_aggregates: the fused aggregate pass: event-level traits and audience event counts
+-- `cdp`.`_profile_aggregates`: the fused aggregate pass: event-level traits and audience event counts
 -- compiled by cdp_warehouse for bigquery; do not edit (run `cdp compile`)
 WITH events AS (
   SELECT

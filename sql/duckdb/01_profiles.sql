@@ -1,12 +1,26 @@
--- cdp.profiles: one row per profile
+-- "cdp"."profiles": one row per profile
 -- compiled by cdp_warehouse for duckdb; do not edit (run `cdp compile`)
 SELECT
   "profile_id",
   ARG_MIN("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
   ARG_MAX(
-    LOWER(TRIM(COALESCE("traits" ->> '$.email', "context" ->> '$.traits.email'))),
+    LOWER(
+      TRIM(
+        COALESCE(
+          CASE WHEN "type" = 'identify' THEN "traits" ->> '$.email' END,
+          "context" ->> '$.traits.email'
+        )
+      )
+    ),
     CASE
-      WHEN NOT LOWER(TRIM(COALESCE("traits" ->> '$.email', "context" ->> '$.traits.email'))) IS NULL
+      WHEN NOT LOWER(
+        TRIM(
+          COALESCE(
+            CASE WHEN "type" = 'identify' THEN "traits" ->> '$.email' END,
+            "context" ->> '$.traits.email'
+          )
+        )
+      ) IS NULL
       THEN "timestamp"
     END
   ) AS "email",

@@ -1,4 +1,4 @@
--- cdp._profile_aggregates: the fused aggregate pass: event-level traits and audience event counts
+-- "cdp"."_profile_aggregates": the fused aggregate pass: event-level traits and audience event counts
 -- compiled by cdp_warehouse for duckdb; do not edit (run `cdp compile`)
 WITH events AS (
   SELECT
@@ -92,7 +92,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
     MAX("timestamp") FILTER(WHERE
       "type" IN ('track', 'page', 'screen')) AS "last_seen_at",
-    COALESCE(
+    CAST(COALESCE(
       BIT_COUNT(
         BIT_OR(
           CASE
@@ -109,7 +109,7 @@ WITH events AS (
         )
       ),
       0
-    ) AS "days_active_30d",
+    ) AS BIGINT) AS "days_active_30d",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'

@@ -1,4 +1,4 @@
--- cdp.profile_traits: one row per profile, one column per trait
+-- "cdp"."profile_traits": one row per profile, one column per trait
 -- compiled by cdp_warehouse for duckdb; do not edit (run `cdp compile`)
 SELECT
   "a"."profile_id",

@@ -1,4 +1,4 @@
--- cdp.profiles: one row per profile
+-- "cdp"."profiles": one row per profile
 -- compiled by cdp_warehouse for postgres; do not edit (run `cdp compile`)
 SELECT
   "profile_id",
@@ -7,7 +7,7 @@ SELECT
     LOWER(
       TRIM(
         COALESCE(
-          JSON_EXTRACT_PATH_TEXT("traits", 'email'),
+          CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
           JSON_EXTRACT_PATH_TEXT("context", 'traits', 'email')
         )
       )
@@ -16,7 +16,7 @@ SELECT
       WHEN NOT LOWER(
         TRIM(
           COALESCE(
-            JSON_EXTRACT_PATH_TEXT("traits", 'email'),
+            CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
             JSON_EXTRACT_PATH_TEXT("context", 'traits', 'email')
           )
         )

@@ -1,4 +1,4 @@
--- cdp.audience_members: members of every audience at as-of, with their split
+-- "cdp"."audience_members": members of every audience at as-of, with their split
 -- compiled by cdp_warehouse for snowflake; do not edit (run `cdp compile`)
 SELECT
   'high_value_user' AS "audience",

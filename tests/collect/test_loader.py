@@ -414,3 +414,19 @@ def test_a_json_value_that_is_not_an_object_is_rejected(ws, tmp_path):
     path = write_jsonl(tmp_path / "e.jsonl", "[1, 2, 3]", '"just a string"')
     result = load(ws, path)
     assert (result.inserted, result.rejected) == (0, 2)
+
+
+def test_reloading_a_file_does_not_repeat_its_rejections(ws, tmp_path):
+    """Regression: every re-load appended the file's rejections again."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(
+        '{"type":"track","messageId":"ok","userId":"u","event":"E","timestamp":"2026-06-01T00:00:00Z"}\n'
+        '{"type":"track","messageId":"bad","event":"E"}\n'
+        "not json\n"
+    )
+    for _ in range(2):
+        load_files(ws.project, ws.warehouse, [path])
+    assert ws.query("SELECT count(*) FROM raw.events") == [(1,)]
+    rows = ws.query("SELECT reason, message FROM raw.rejected_messages ORDER BY reason")
+    assert [reason.split(":")[0] for reason, _ in rows] == ["a message needs userId or anonymousId", "invalid JSON"]
+    assert rows[1][1] == "not json"

@@ -845,3 +845,89 @@ def test_unknown_name_in_a_multi_line_where_points_at_its_own_line(tmp_path):
     assert typo.line == line(yaml, "AND plann")
     window = next(p for p in found if "30x" in p.message)
     assert window.line == line(yaml, "'30x'")
+
+
+@pytest.mark.parametrize(
+    "place, sql, expected",
+    [
+        ("trait where", "properties.tags[1] = 'vip'", "JSON array elements cannot be indexed"),
+        ("trait where", "user_id IN (SELECT user_id FROM raw.events)", "subqueries and tables are not allowed"),
+        ("expression", "row_number() OVER () + visits", "window functions are not allowed"),
+        ("audience", "visits > 0 AND user_id IN (SELECT user_id FROM cdp.profiles)", "subqueries and tables"),
+        ("audience", "row_number() OVER () = 1", "window functions are not allowed"),
+    ],
+)
+def test_fragments_may_not_read_tables_use_windows_or_index_json(tmp_path, place, sql, expected):
+    """Regression: these validated and then read other tables (ignoring as-of), depended on
+    row order, or indexed the characters of a JSON text."""
+    where = f'"{sql}"' if place == "trait where" else "\"properties.x = '1'\""
+    expression = f'"{sql}"' if place == "expression" else '"visits + 1"'
+    rule = f'"{sql}"' if place == "audience" else '"visits > 0"'
+    found = problems(tmp_path, f"""
+        traits:
+          - name: visits
+            count: {{event: Visit, where: {where}}}
+          - name: derived
+            expression: {{sql: {expression}}}
+        audiences:
+          - name: aud
+            where: {rule}
+    """)
+    assert any(expected in p.message for p in found), found
+
+
+def test_a_trait_and_an_audience_may_not_share_a_name(tmp_path):
+    """Regression: `--select buyers` silently picked the audience when a trait had the same name."""
+    found = problems(tmp_path, """
+        traits:
+          - name: buyers
+            count: {event: Order Completed}
+        audiences:
+          - name: buyers
+            where: buyers > 0
+    """)
+    [problem] = [p for p in found if "buyers" in p.message]
+    assert problem.key == "audiences[0].name" and "first defined at audiences/main.yaml:3" in problem.hint
+
+
+@pytest.mark.parametrize(
+    "trait, message",
+    [
+        ("sum: {property: x, type: boolean}", "a sum trait has a fixed type"),
+        ("type: number\n    count: {event: E}", "a count trait has a fixed type"),
+        ("type: number\n    last: {property: x, type: boolean}", "`type` is given twice"),
+    ],
+)
+def test_type_is_only_for_value_kinds_and_given_once(tmp_path, trait, message):
+    """Regression: `type` on a fixed-type kind was accepted and silently ignored."""
+    found = problems(tmp_path, f"""
+traits:
+  - name: t
+    {trait}
+""")
+    assert any(message in p.message for p in found), found
+
+
+@pytest.mark.parametrize("schedule", ["nonsense", "0 6 * *", "61 * * * *", "0 6 * * mon-fri/0"])
+def test_a_bad_schedule_names_its_line(tmp_path, schedule):
+    yaml = f"""
+audiences:
+  - name: a
+    where: "events('*') > 0"
+    schedule: "{schedule}"
+"""
+    found = problems(tmp_path, yaml)
+    [problem] = found
+    assert problem.key == "audiences[0].schedule" and problem.line == line(yaml, "schedule:")
+    assert "bad schedule" in problem.message
+
+
+@pytest.mark.parametrize("schedule", ["0 6 * * *", "*/15 * * * *", "0 0 1 jan,jul *", "30 8 * * mon-fri"])
+def test_valid_schedules_pass(tmp_path, schedule):
+    root = write_project(tmp_path / "project", f"""
+audiences:
+  - name: a
+    where: "events('*') > 0"
+    schedule: "{schedule}"
+""")
+    assert load_project(root, environ={}).audiences["a"].spec.schedule == schedule
