@@ -26,7 +26,7 @@ from cdp_warehouse.compiler.plan import (
 )
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse
+from cdp_warehouse.warehouses.base import Warehouse, create_as
 
 PREVIOUS_TRAITS = "_previous_profile_traits"
 # The fused aggregates are an intermediate of one run: a temporary table spares writing them
@@ -46,15 +46,6 @@ class RunResult:
     exited: dict[str, int] = field(default_factory=dict)
     history_skipped: tuple[str, ...] = ()  # audiences whose history is newer than this as-of
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _replace(table: exp.Table, select: exp.Query) -> exp.Create:
-    return exp.Create(this=table, kind="TABLE", expression=select, replace=True)
-
-
-def _temporary(name: str, select: exp.Query) -> exp.Create:
-    return exp.Create(this=exp.to_table(name), kind="TABLE", replace=True, expression=select,
-                      properties=exp.Properties(expressions=[exp.TemporaryProperty()]))
 
 
 def _count_by_audience(query: exp.Query) -> exp.Select:
@@ -116,13 +107,13 @@ def materialise(
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - started
 
     if carry_over:
-        step("traits", _temporary(PREVIOUS_TRAITS, exp.select("*").from_(models_table(project, PROFILE_TRAITS))))
+        step("traits", create_as(exp.to_table(PREVIOUS_TRAITS), exp.select("*").from_(models_table(project, PROFILE_TRAITS)), temporary=True))
     for model in plan.models:
         if model.table == AGGREGATES:
-            step(model.table, _temporary(AGGREGATES, model.select))
+            step(model.table, create_as(exp.to_table(AGGREGATES), model.select, temporary=True))
         elif model.table != AUDIENCE_MEMBERS:
-            step(model.table, _replace(models_table(project, model.table), model.select))
-    step("audiences", _temporary(NEW_MEMBERS, plan.model(AUDIENCE_MEMBERS).select))
+            step(model.table, create_as(models_table(project, model.table), model.select))
+    step("audiences", create_as(exp.to_table(NEW_MEMBERS), plan.model(AUDIENCE_MEMBERS).select, temporary=True))
     _update_history(project, warehouse, plan, as_of, result, step)
     members = models_table(project, AUDIENCE_MEMBERS)
     if select and warehouse.table_exists(project.models_schema, AUDIENCE_MEMBERS):
@@ -131,7 +122,7 @@ def materialise(
             step("audiences", exp.delete(members, where=exp.column("audience", quoted=True).isin(*names)))
             step("audiences", exp.insert(exp.select("*").from_(NEW_MEMBERS), members.copy()))
     else:
-        step("audiences", _replace(members, exp.select("*").from_(NEW_MEMBERS)))
+        step("audiences", create_as(members, exp.select("*").from_(NEW_MEMBERS)))
     for table in (NEW_MEMBERS, PREVIOUS_TRAITS, AGGREGATES):
         warehouse.execute(exp.Drop(tables=[exp.to_table(table)], kind="TABLE", exists=True))
     return result

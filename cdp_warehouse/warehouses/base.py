@@ -55,6 +55,12 @@ def create_table(table: exp.Table, columns: Sequence[tuple[str, str]]) -> exp.Cr
     return exp.Create(this=schema, kind="TABLE", exists=True)
 
 
+def create_as(table: exp.Table, select: exp.Query, *, temporary: bool = False) -> exp.Create:
+    """``CREATE OR REPLACE [TEMPORARY] TABLE table AS select``."""
+    properties = exp.Properties(expressions=[exp.TemporaryProperty()]) if temporary else None
+    return exp.Create(this=table, kind="TABLE", expression=select, replace=True, properties=properties)
+
+
 class Warehouse(ABC):
     """A connection to one warehouse. SQL arrives as sqlglot trees and is rendered here."""
 

@@ -1,0 +1,43 @@
+"""Run the connected-components statements of ``compiler.components`` on a warehouse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from cdp_warehouse.compiler import components
+from cdp_warehouse.errors import WarehouseError
+from cdp_warehouse.warehouses.base import Warehouse, create_as
+
+MAX_ROUNDS = 200
+_EDGES, _LARGE, _SMALL = (exp.to_table(name) for name in ("_cc_edges", "_cc_large", "_cc_small"))
+
+
+@dataclass(frozen=True)
+class ComponentsResult:
+    rounds: int  # large-star + small-star rounds until nothing changed
+    edges: int  # distinct undirected edges in the input
+
+
+def connected_components(warehouse: Warehouse, edges: exp.Query, output: exp.Table) -> ComponentsResult:
+    """Write ``output(node, component)`` for every node of ``edges(a, b)`` (integers), where
+    ``component`` is the smallest node id of its component. Nodes without an edge are not
+    in ``output``. Scratch tables are temporary."""
+    warehouse.execute(create_as(_EDGES.copy(), components.normalised_edges(edges), temporary=True))
+    count = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(_EDGES.copy()))[0][0]
+    rounds = 0
+    while True:
+        if rounds >= MAX_ROUNDS:
+            raise WarehouseError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+        rounds += 1
+        warehouse.execute(create_as(_LARGE.copy(), components.large_star(_EDGES), temporary=True))
+        warehouse.execute(create_as(_SMALL.copy(), components.small_star(_LARGE), temporary=True))
+        changed = warehouse.fetch(components.changed_edges(_EDGES, _SMALL))[0][0]
+        warehouse.execute(create_as(_EDGES.copy(), exp.select("*").from_(_SMALL.copy()), temporary=True))
+        if not changed:
+            break
+    warehouse.execute(create_as(output, components.labels(_EDGES)))
+    for table in (_EDGES, _LARGE, _SMALL):
+        warehouse.execute(exp.Drop(tables=[table.copy()], kind="TABLE", exists=True))
+    return ComponentsResult(rounds=rounds, edges=count)
