@@ -16,7 +16,7 @@ _EDGES, _LARGE, _SMALL = (exp.to_table(name) for name in ("_cc_edges", "_cc_larg
 
 @dataclass(frozen=True)
 class ComponentsResult:
-    rounds: int  # large-star + small-star rounds until nothing changed
+    rounds: int  # large-star + small-star rounds until the edges form stars
     edges: int  # distinct undirected edges in the input
 
 
@@ -27,15 +27,14 @@ def connected_components(warehouse: Warehouse, edges: exp.Query, output: exp.Tab
     warehouse.execute(create_as(_EDGES.copy(), components.normalised_edges(edges), temporary=True))
     count = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(_EDGES.copy()))[0][0]
     rounds = 0
-    while True:
+    while count:
         if rounds >= MAX_ROUNDS:
             raise WarehouseError(f"connected components did not converge in {MAX_ROUNDS} rounds")
         rounds += 1
         warehouse.execute(create_as(_LARGE.copy(), components.large_star(_EDGES), temporary=True))
         warehouse.execute(create_as(_SMALL.copy(), components.small_star(_LARGE), temporary=True))
-        changed = warehouse.fetch(components.changed_edges(_EDGES, _SMALL))[0][0]
         warehouse.execute(create_as(_EDGES.copy(), exp.select("*").from_(_SMALL.copy()), temporary=True))
-        if not changed:
+        if not warehouse.fetch(components.unfinished(_EDGES))[0][0]:
             break
     warehouse.execute(create_as(output, components.labels(_EDGES)))
     for table in (_EDGES, _LARGE, _SMALL):

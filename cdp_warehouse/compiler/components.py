@@ -4,11 +4,12 @@ Kiveris et al., "Connected Components in MapReduce and Beyond" (SoCC 2014). Each
 one large-star and one small-star step; both keep every component connected while pulling
 every node towards its component's smallest id, and the number of rounds grows with the
 log of the longest path, not with its length (plain min-label propagation needs as many
-rounds as the path is long). When a round changes nothing, every edge joins a node to its
+rounds as the path is long). Once the edges form stars, every edge joins a node to its
 component's smallest id.
 
-Edges are kept normalised as ``(a, b)`` with ``a > b`` (both integers), so the set compares
-cheaply between rounds. The statements are sqlglot trees; ``stitching`` runs them.
+Edges are kept normalised as ``(a, b)`` with ``a > b`` (both integers): a node's smaller
+neighbours are then its ``b``s, which both steps exploit. The statements are sqlglot trees;
+``cdp_warehouse.graph`` runs them.
 """
 
 from __future__ import annotations
@@ -36,49 +37,46 @@ def normalised_edges(edges: exp.Query) -> exp.Select:
     )
 
 
-def _neighbours(edges: exp.Table) -> exp.Union:
-    """Both directions of every edge: ``(u, v)``."""
-    forward = exp.select(exp.alias_(_col(A), "u", quoted=True), exp.alias_(_col(B), "v", quoted=True)).from_(edges.copy())
-    backward = exp.select(exp.alias_(_col(B), "u", quoted=True), exp.alias_(_col(A), "v", quoted=True)).from_(edges.copy())
-    return exp.union(forward, backward, distinct=False)
+def _smallest_neighbour(edges: exp.Table) -> exp.Select:
+    """``(u, m)``: each node's smallest neighbour. With edges stored as ``a > b`` a node's
+    smaller neighbours are exactly its ``b``s, so no both-directions copy is needed."""
+    return (
+        exp.select(exp.alias_(_col(A), "u", quoted=True), exp.alias_(exp.Min(this=_col(B)), "m", quoted=True))
+        .from_(edges.copy())
+        .group_by(_col(A))
+    )
 
 
 def large_star(edges: exp.Table) -> exp.Select:
-    """Every neighbour larger than u is linked to the smallest of u and its neighbours."""
-    smallest = (
-        exp.select(_col("u"), exp.alias_(exp.func("LEAST", _col("u"), exp.Min(this=_col("v"))), "m", quoted=True))
-        .from_("neighbours")
-        .group_by(_col("u"))
-    )
+    """Every neighbour larger than u is linked to the smallest of u and its neighbours.
+
+    Seen from an edge ``(a, b)``: ``a`` is a larger neighbour of ``b``, so it is linked to
+    ``b``'s smallest neighbour, or to ``b`` itself when ``b`` has none smaller. Duplicates are
+    left for small-star's DISTINCT.
+    """
     return (
-        exp.select(exp.alias_(_col("v", "n"), A, quoted=True), exp.alias_(_col("m", "s"), B, quoted=True))
-        .distinct()
-        .with_("neighbours", as_=_neighbours(edges))
-        .with_("smallest", as_=smallest)
-        .from_(exp.alias_(exp.to_table("neighbours"), "n"))
-        .join(exp.alias_(exp.to_table("smallest"), "s"), on=_col("u", "s").eq(_col("u", "n")))
-        .where(exp.and_(_col("v", "n") > _col("u", "n"), _col("v", "n").neq(_col("m", "s"))))
+        exp.select(
+            exp.alias_(_col(A, "e"), A, quoted=True),
+            exp.alias_(exp.func("COALESCE", _col("m", "s"), _col(B, "e")), B, quoted=True),
+        )
+        .with_("smallest", as_=_smallest_neighbour(edges))
+        .from_(exp.alias_(edges.copy(), "e"))
+        .join(exp.alias_(exp.to_table("smallest"), "s"), on=_col("u", "s").eq(_col(B, "e")), join_type="left")
     )
 
 
 def small_star(edges: exp.Table) -> exp.Select:
     """u and every neighbour smaller than u are linked to the smallest of them."""
-    smaller = (
-        exp.select(_col("u"), _col("v")).from_("neighbours").where(_col("v") < _col("u"))
-    )
-    smallest = exp.select(_col("u"), exp.alias_(exp.Min(this=_col("v")), "m", quoted=True)).from_("smaller").group_by(_col("u"))
-    # The members of u's small star: its smaller neighbours and u itself.
+    # The members of u's small star: its smaller neighbours (its b's) and u itself.
     members = exp.union(
-        exp.select(_col("u"), _col("v")).from_("smaller"),
+        exp.select(exp.alias_(_col(A), "u", quoted=True), exp.alias_(_col(B), "v", quoted=True)).from_(edges.copy()),
         exp.select(_col("u"), exp.alias_(_col("u"), "v", quoted=True)).from_("smallest"),
         distinct=False,
     )
     return (
         exp.select(exp.alias_(_col("v", "n"), A, quoted=True), exp.alias_(_col("m", "s"), B, quoted=True))
         .distinct()
-        .with_("neighbours", as_=_neighbours(edges))
-        .with_("smaller", as_=smaller)
-        .with_("smallest", as_=smallest)
+        .with_("smallest", as_=_smallest_neighbour(edges))
         .with_("members", as_=members)
         .from_(exp.alias_(exp.to_table("members"), "n"))
         .join(exp.alias_(exp.to_table("smallest"), "s"), on=_col("u", "s").eq(_col("u", "n")))
@@ -86,11 +84,17 @@ def small_star(edges: exp.Table) -> exp.Select:
     )
 
 
-def changed_edges(before: exp.Table, after: exp.Table) -> exp.Select:
-    """How many edges one round added or removed (0: converged)."""
-    added = exp.except_(exp.select(_col(A), _col(B)).from_(after.copy()), exp.select(_col(A), _col(B)).from_(before.copy()))
-    removed = exp.except_(exp.select(_col(A), _col(B)).from_(before.copy()), exp.select(_col(A), _col(B)).from_(after.copy()))
-    return exp.select(exp.Count(this=exp.Star())).from_(exp.union(added, removed, distinct=False).subquery("d"))
+def unfinished(edges: exp.Table) -> exp.Select:
+    """How far the edges are from stars (0: converged). In a star every edge joins a node to
+    its component's smallest id: no node has two edges, and no ``b`` is itself an ``a``."""
+    repeated = exp.Sub(this=exp.Count(this=exp.Star()),
+                       expression=exp.Count(this=exp.Distinct(expressions=[_col(A)])))
+    chained = (
+        exp.select(exp.Count(this=exp.Star()))
+        .from_(exp.alias_(edges.copy(), "e"))
+        .join(exp.alias_(edges.copy(), "f"), on=_col(A, "f").eq(_col(B, "e")))
+    )
+    return exp.select(exp.Add(this=repeated, expression=exp.paren(chained.subquery()))).from_(edges.copy())
 
 
 def labels(edges: exp.Table) -> exp.Select:
