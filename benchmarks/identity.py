@@ -259,15 +259,16 @@ def phase_of(statement, seen: set[str]) -> str:
             phase = "copy small → edges" if "_cc_edges" in seen else "normalise input"
             seen.add(name)
             return phase
-        return {"_cc_large": "large-star", "_cc_small": "small-star"}.get(name, "labels")
+        return {"_cc_large": "large-star", "_cc_small": "small-star", "_cc_roots": "set finished aside",
+                "_cc_done": "normalise input"}.get(name, "labels")
     if isinstance(statement, exp.Drop):
         return "drop scratch"
-    if isinstance(statement, exp.Select) and statement.find(exp.Join):
-        return "convergence check (stars?)"  # components.unfinished joins the edges with themselves
-    return "count input"
+    if isinstance(statement, exp.Insert):
+        return "set finished aside"
+    return "count edges"
 
 
-PHASES = ("normalise input", "count input", "large-star", "small-star", "convergence check (stars?)",
+PHASES = ("normalise input", "count edges", "large-star", "small-star", "set finished aside",
           "copy small → edges", "labels", "drop scratch")
 
 

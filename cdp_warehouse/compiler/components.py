@@ -5,7 +5,8 @@ one large-star and one small-star step; both keep every component connected whil
 every node towards its component's smallest id, and the number of rounds grows with the
 log of the longest path, not with its length (plain min-label propagation needs as many
 rounds as the path is long). Once the edges form stars, every edge joins a node to its
-component's smallest id.
+component's smallest id; a star that is a whole component is set aside as soon as it
+forms, so each round works only on the components still being merged.
 
 Edges are kept normalised as ``(a, b)`` with ``a > b`` (both integers): a node's smaller
 neighbours are then its ``b``s, which both steps exploit. The statements are sqlglot trees;
@@ -84,17 +85,30 @@ def small_star(edges: exp.Table) -> exp.Select:
     )
 
 
-def unfinished(edges: exp.Table) -> exp.Select:
-    """How far the edges are from stars (0: converged). In a star every edge joins a node to
-    its component's smallest id: no node has two edges, and no ``b`` is itself an ``a``."""
-    repeated = exp.Sub(this=exp.Count(this=exp.Star()),
-                       expression=exp.Count(this=exp.Distinct(expressions=[_col(A)])))
-    chained = (
-        exp.select(exp.Count(this=exp.Star()))
+def finished_roots(edges: exp.Table) -> exp.Select:
+    """Roots of stars that are whole components: the root has no smaller neighbour, and each
+    of its leaves has the root as its only neighbour. Their edges are final; later rounds
+    need not carry them (identity graphs are mostly small components that finish early)."""
+    degree = exp.select(_col(A), exp.alias_(exp.Count(this=exp.Star()), "n", quoted=True)).from_(edges.copy()).group_by(_col(A))
+    larger = exp.select(exp.alias_(_col(B), "x", quoted=True)).distinct().from_(edges.copy())
+    leaf_is_alone = exp.and_(_col("n", "d").eq(exp.Literal.number(1)), _col("x", "l").is_(exp.null()))
+    return (
+        exp.select(exp.alias_(_col(B, "e"), "root", quoted=True))
+        .with_("degree", as_=degree)
+        .with_("larger", as_=larger)
         .from_(exp.alias_(edges.copy(), "e"))
-        .join(exp.alias_(edges.copy(), "f"), on=_col(A, "f").eq(_col(B, "e")))
+        .join(exp.alias_(exp.to_table("degree"), "d"), on=_col(A, "d").eq(_col(A, "e")))
+        .join(exp.alias_(exp.to_table("larger"), "l"), on=_col("x", "l").eq(_col(A, "e")), join_type="left")
+        .join(exp.alias_(exp.to_table("degree"), "r"), on=_col(A, "r").eq(_col(B, "e")), join_type="left")
+        .group_by(_col(B, "e"))
+        .having(exp.and_(exp.func("BOOL_AND", leaf_is_alone), exp.func("BOOL_AND", _col(A, "r").is_(exp.null()))))
     )
-    return exp.select(exp.Add(this=repeated, expression=exp.paren(chained.subquery()))).from_(edges.copy())
+
+
+def edges_of_roots(edges: exp.Table, roots: exp.Table, *, inside: bool) -> exp.Select:
+    """The edges whose ``b`` is (``inside``) or is not one of ``roots``."""
+    member = _col(B).isin(query=exp.select(_col("root")).from_(roots.copy()))
+    return exp.select(_col(A), _col(B)).from_(edges.copy()).where(member if inside else exp.Not(this=member))
 
 
 def labels(edges: exp.Table) -> exp.Select:
