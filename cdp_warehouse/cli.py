@@ -219,6 +219,39 @@ def preview(context: click.Context, audience: str, as_of: str | None) -> None:
         console.print(table)
 
 
+@main.command()
+@click.argument("identifier")
+@click.pass_context
+@handled
+def profile(context: click.Context, identifier: str) -> None:
+    """One person as the last run stitched them: identifiers, traits, audiences, latest events."""
+    from cdp_warehouse.lookup import profile_card
+    from cdp_warehouse.warehouses import connect
+
+    project = _project(context)
+    with connect(project) as warehouse:
+        card = profile_card(project, warehouse, identifier)
+    console.print(f"[bold]profile {escape(card.profile_id)}[/]")
+    identifiers = Table("type", "identifier", title="identifiers")
+    for kind, value in card.identifiers:
+        identifiers.add_row(kind, escape(value))
+    console.print(identifiers)
+    facts = Table("", "value", title="profile and traits")
+    for name, value in {**card.profile, **card.traits}.items():
+        if name != "profile_id":
+            facts.add_row(name, "" if value is None else escape(str(value)))
+    console.print(facts)
+    audiences = Table("audience", "split", "entered", "exited", title="audience memberships")
+    for row in card.memberships:
+        audiences.add_row(row["audience"], row["split"] or "", str(row["entered_at"]), str(row["exited_at"] or "member"))
+    console.print(audiences)
+    events = Table("timestamp", "type", "event", "user_id", "anonymous_id", title=f"latest {len(card.events)} events")
+    for row in card.events:
+        events.add_row(str(row["timestamp"]), row["type"], escape(row["event"] or ""), escape(row["user_id"] or ""),
+                       escape(row["anonymous_id"] or ""))
+    console.print(events)
+
+
 def _number(value) -> str:
     if value is None:
         return "-"

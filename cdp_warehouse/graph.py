@@ -22,7 +22,9 @@ class ComponentsResult:
     edges: int  # distinct undirected edges in the input
 
 
-def connected_components(warehouse: Warehouse, edges: exp.Query, output: exp.Table) -> ComponentsResult:
+def connected_components(
+    warehouse: Warehouse, edges: exp.Query, output: exp.Table, *, temporary: bool = False
+) -> ComponentsResult:
     """Write ``output(node, component)`` for every node of ``edges(a, b)`` (integers), where
     ``component`` is the smallest node id of its component. Nodes without an edge are not
     in ``output``. Scratch tables are temporary."""
@@ -42,7 +44,7 @@ def connected_components(warehouse: Warehouse, edges: exp.Query, output: exp.Tab
         warehouse.execute(create_as(_EDGES.copy(), components.edges_of_roots(_SMALL, _ROOTS, inside=False),
                                     temporary=True))
         remaining = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(_EDGES.copy()))[0][0]
-    warehouse.execute(create_as(output, components.labels(_DONE)))
+    warehouse.execute(create_as(output, components.labels(_DONE), temporary=temporary))
     for table in (_EDGES, _LARGE, _SMALL, _ROOTS, _DONE):
         warehouse.execute(exp.Drop(tables=[table.copy()], kind="TABLE", exists=True))
     return ComponentsResult(rounds=rounds, edges=count)

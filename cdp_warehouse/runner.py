@@ -26,6 +26,7 @@ from cdp_warehouse.compiler.plan import (
 )
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
+from cdp_warehouse.stitching import stitch
 from cdp_warehouse.warehouses.base import Warehouse, create_as
 
 PREVIOUS_TRAITS = "_previous_profile_traits"
@@ -46,6 +47,8 @@ class RunResult:
     entered: dict[str, int] = field(default_factory=dict)
     exited: dict[str, int] = field(default_factory=dict)
     history_skipped: tuple[str, ...] = ()  # audiences whose history is newer than this as-of
+    identifiers: int = 0  # distinct identifiers stitched
+    rounds: int = 0  # connected-components rounds of the stitching
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -107,6 +110,9 @@ def materialise(
             raise WarehouseError(f"{name}: {error}", hint="the previous run's tables are unchanged") from error
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - started
 
+    if project.config.identity.stitch:
+        stitched = stitch(project, warehouse, plan.as_of, step)
+        result.identifiers, result.rounds = stitched.identifiers, stitched.rounds
     if carry_over:
         previous_traits = exp.select("*").from_(models_table(project, PROFILE_TRAITS))
         step("traits", create_as(exp.to_table(PREVIOUS_TRAITS), previous_traits, temporary=True))

@@ -1,8 +1,9 @@
-"""Who a message belongs to: the profile key of every landed message.
+"""Who a message belongs to: every landed message with its stitched ``profile_id``.
 
-Provisional rule until identity stitching lands: a profile is ``coalesce(user_id,
-anonymous_id)``. Everything downstream reads profiles only through ``profiled_events`` and
-``profiles_select``, so stitching replaces this one module.
+With ``identity.stitch: true`` in cdp.yaml, ``cdp_warehouse.stitching`` writes
+``identity_map`` and ``_anonymous_message_profiles`` (docs/identity.md); otherwise a
+profile is the provisional ``coalesce(user_id, anonymous_id)``. Everything downstream reads
+profiles only through ``profiled_events`` and ``profiles_select``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from cdp_warehouse.compiler.fragments import json_text
 from cdp_warehouse.specs import ResolvedProject
 
 EVENTS_TABLE = "events"
+IDENTITY_MAP = "identity_map"
+ANONYMOUS_MESSAGES = "_anonymous_message_profiles"
 EVENT_TYPES = ("track", "page", "screen")
 
 
@@ -20,8 +23,13 @@ def events_table(project: ResolvedProject) -> exp.Table:
     return exp.table_(EVENTS_TABLE, db=project.raw_schema, quoted=True)
 
 
+def before(as_of: exp.Expression, table: str | None = None) -> exp.Expression:
+    """Messages of every type at or after as-of are ignored (spec section 2)."""
+    return exp.column("timestamp", table=table, quoted=True) < as_of.copy()
+
+
 def profile_key(table: str | None = None) -> exp.Expression:
-    """The profile a message belongs to (replaced by the stitched ``identity_map`` later)."""
+    """The provisional profile of a message, used while ``identity.stitch`` is off."""
     return exp.func(
         "COALESCE",
         exp.column("user_id", table=table, quoted=True),
@@ -29,17 +37,31 @@ def profile_key(table: str | None = None) -> exp.Expression:
     )
 
 
-def before(as_of: exp.Expression, table: str | None = None) -> exp.Expression:
-    """Messages of every type at or after as-of are ignored (spec section 2)."""
-    return exp.column("timestamp", table=table, quoted=True) < as_of.copy()
-
-
 def profiled_events(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
-    """Every message before as-of with its ``profile_id``."""
+    """Every message before as-of with its ``profile_id``. Stitched: by its user id when it
+    has one, else by the stitching's choice for messages without one. Otherwise the
+    provisional ``coalesce(user_id, anonymous_id)``."""
+    if not project.config.identity.stitch:
+        return (
+            exp.select(exp.alias_(profile_key(), "profile_id", quoted=True), exp.Star())
+            .from_(events_table(project))
+            .where(before(as_of))
+        )
+    users = exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True)
+    anonymous = exp.table_(ANONYMOUS_MESSAGES, db=project.models_schema, quoted=True)
+    profile = exp.func("COALESCE", exp.column("profile_id", table="u", quoted=True),
+                       exp.column("profile_id", table="m", quoted=True))
+    user_match = exp.and_(
+        exp.column("identifier_type", table="u", quoted=True).eq(exp.Literal.string("user_id")),
+        exp.column("identifier", table="u", quoted=True).eq(exp.column("user_id", table="e", quoted=True)),
+    )
     return (
-        exp.select(exp.alias_(profile_key(), "profile_id", quoted=True), exp.Star())
-        .from_(events_table(project))
-        .where(before(as_of))
+        exp.select(exp.alias_(profile, "profile_id", quoted=True), exp.Column(this=exp.Star(), table=exp.to_identifier("e")))
+        .from_(exp.alias_(events_table(project), "e"))
+        .join(exp.alias_(users, "u"), on=user_match, join_type="left")
+        .join(exp.alias_(anonymous, "m"), on=exp.column("message_id", table="m", quoted=True).eq(
+            exp.column("message_id", table="e", quoted=True)), join_type="left")
+        .where(before(as_of, "e"))
     )
 
 
@@ -58,7 +80,59 @@ def _when_present(value: exp.Expression, then: exp.Expression) -> exp.Case:
 
 
 def profiles_select(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
-    """``profiles(profile_id, user_id, email, anonymous_ids, first_seen, last_seen)``.
+    """``profiles(profile_id, user_id, email, anonymous_ids, first_seen, last_seen)``."""
+    if project.config.identity.stitch:
+        return _profiles_stitched(project, as_of)
+    return _profiles_from_messages(project, as_of)
+
+
+def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
+    """Stitched profiles: ``user_id`` is the profile's earliest, ``email`` its latest, from its messages;
+    ``anonymous_ids`` are those the identity map gives the profile (a shared device is listed
+    once, on the profile that owns it).
+    """
+    ts = exp.column("timestamp", quoted=True)
+    user_id, email = exp.column("user_id", quoted=True), message_email()
+
+    def col(name: str, table: str | None = None) -> exp.Column:
+        return exp.column(name, table=table, quoted=True)
+
+    def alias(expression: exp.Expression, name: str) -> exp.Alias:
+        return exp.alias_(expression, name, quoted=True)
+
+    per_profile = (
+        exp.select(
+            col("profile_id"),
+            alias(exp.ArgMin(this=user_id.copy(), expression=_when_present(user_id, ts.copy())), "user_id"),
+            alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, ts.copy())), "email"),
+            alias(exp.Min(this=ts.copy()), "first_seen"),
+            alias(exp.Max(this=ts.copy()), "last_seen"),
+        )
+        .from_(exp.alias_(profiled_events(project, as_of).subquery(), "e"))
+        .group_by(col("profile_id"))
+    )
+    devices = (
+        exp.select(
+            col("profile_id"),
+            # stating NULLS FIRST keeps BigQuery's default (there are no nulls)
+            alias(exp.ArrayAgg(this=exp.Order(this=col("identifier"),
+                                              expressions=[exp.Ordered(this=col("identifier"), nulls_first=True)])),
+                  "anonymous_ids"),
+        )
+        .from_(exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True))
+        .where(col("identifier_type").eq(exp.Literal.string("anonymous_id")))
+        .group_by(col("profile_id"))
+    )
+    return (
+        exp.select(col("profile_id", "m"), col("user_id", "m"), col("email", "m"), col("anonymous_ids", "d"),
+                   col("first_seen", "m"), col("last_seen", "m"))
+        .from_(exp.alias_(per_profile.subquery(), "m"))
+        .join(exp.alias_(devices.subquery(), "d"), on=col("profile_id", "d").eq(col("profile_id", "m")), join_type="left")
+    )
+
+
+def _profiles_from_messages(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
+    """Profiles keyed ``coalesce(user_id, anonymous_id)`` (``identity.stitch: false``).
 
     Two stages: per (profile, anonymous_id) first, then per profile. A profile's messages
     mostly share a few anonymous ids, so the first stage shrinks the rows and the list of

@@ -931,3 +931,9 @@ audiences:
     schedule: "{schedule}"
 """)
     assert load_project(root, environ={}).audiences["a"].spec.schedule == schedule
+
+
+def test_unsupported_identity_limits_are_refused(tmp_path):
+    cdp_yaml = MINIMAL_CDP_YAML + "identity:\n  limits: {user_id: 2}\n"
+    found = problems(tmp_path, "traits: []\n", cdp_yaml)
+    assert any("only `limits: {user_id: 1}` is supported" in p.message for p in found), found
