@@ -4,8 +4,8 @@ It is deliberately naive — loops over a list of dict-like rows — so that it 
 against the spec line by line and used as an oracle for the compiled SQL
 (``tests/compiler/test_matches_reference.py``).
 
-Identity: the package's current (provisional) rule, ``profile = coalesce(user_id,
-anonymous_id)`` — see ``profile_of``; it is the one place to change when stitching lands.
+Identity: stitched by the reference of docs/identity.md (``tests/identity_reference.py``) —
+see ``profile_of``; the default identifiers (``user_id, email, anonymous_id``) are used.
 
 Ambiguity: where the spec leaves a tie open (two events at the same instant carrying different
 values for ``first``/``last``, two identifies at the same instant for ``trait``) the reference
@@ -18,11 +18,12 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cdp_warehouse.hashing import split_for
+from tests.identity_reference import Stitched, stitch
 
 EVENT_TYPES = ("track", "page", "screen")
 ZERO_DEFAULT_KINDS = ("count", "days_active", "count_distinct")
@@ -44,15 +45,18 @@ class Row:
     timestamp: datetime  # naive UTC
     properties: dict
     traits: dict
-
-    @property
-    def profile_id(self) -> str:
-        return profile_of(self)
+    previous_id: str | None = None
+    context: dict = field(default_factory=dict)
 
 
-def profile_of(row: Row) -> str:
-    """Provisional identity rule of the package (compiler/identity.py)."""
-    return row.user_id if row.user_id is not None else row.anonymous_id
+def stitched(rows: list[Row], as_of: datetime) -> Stitched:
+    """Identity stitching (docs/identity.md) of the landed rows at ``as_of``."""
+    return stitch([asdict(row) for row in rows], naive_utc(as_of))
+
+
+def profile_of(rows: list[Row], as_of: datetime) -> dict[str, str]:
+    """message_id → profile_id of every message before as-of (stitched identity)."""
+    return stitched(rows, as_of).message_profile
 
 
 def instant(text: str | None) -> datetime | None:
@@ -102,6 +106,8 @@ def land(messages: Iterable[dict]) -> list[Row]:
             timestamp=timestamp,
             properties=dict(message.get("properties") or {}),
             traits=dict(message.get("traits") or {}),
+            previous_id=_nonempty(message.get("previousId")),
+            context=dict(message.get("context") or {}),
         )
     return list(rows.values())
 
@@ -340,10 +346,11 @@ def trait_value(trait: Trait, rows: list[Row], as_of: datetime, values: dict[str
 def profiles(rows: list[Row], as_of: datetime) -> dict[str, list[Row]]:
     """profile_id → its messages before as-of (every profile seen on any message before as-of)."""
     as_of = naive_utc(as_of)
+    profile = profile_of(rows, as_of)
     out: dict[str, list[Row]] = {}
     for row in rows:
         if row.timestamp < as_of:
-            out.setdefault(row.profile_id, []).append(row)
+            out.setdefault(profile[row.message_id], []).append(row)
     return out
 
 
@@ -394,11 +401,11 @@ class Context:
         return self.membership(name, self.profile_id)
 
 
-def profile_columns(rows: list[Row]) -> dict[str, Any]:
-    """The profile columns an audience may read (no emails are generated, so email is null)."""
-    with_user = [r for r in rows if r.user_id is not None]
+def profile_columns(rows: list[Row], key: tuple[str, str]) -> dict[str, Any]:
+    """The profile columns an audience may read (no emails are generated, so email is null).
+    ``user_id`` is the profile's earliest user id: its key when the key is a user id."""
     return {
-        "user_id": min(with_user, key=lambda r: r.timestamp).user_id if with_user else None,
+        "user_id": key[1] if key[0] == "user_id" else None,
         "email": None,
         "first_seen": min(r.timestamp for r in rows),
         "last_seen": max(r.timestamp for r in rows),
@@ -412,6 +419,7 @@ def compute_members(rows: list[Row], as_of: datetime, traits_table: dict[str, di
     as_of = naive_utc(as_of)
     by_name = {audience.name: audience for audience in audiences}
     own = profiles(rows, as_of)
+    keys = stitched(rows, as_of).keys
     cache: dict[tuple[str, str], bool] = {}
 
     def member(name: str, profile_id: str) -> bool:
@@ -419,7 +427,7 @@ def compute_members(rows: list[Row], as_of: datetime, traits_table: dict[str, di
         if key not in cache:
             audience = by_name[name]
             context = Context(profile_id, own[profile_id], traits_table[profile_id], as_of, member,
-                              profile_columns(own[profile_id]))
+                              profile_columns(own[profile_id], keys[profile_id]))
             inside = audience.rule(context) is True  # NULL is not a member
             cache[key] = inside and not any(member(other, profile_id) for other in audience.exclude)
         return cache[key]

@@ -116,9 +116,9 @@ def landed(messages: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------ the default
 
 
-def test_cdp_run_stitches_by_default(workspace):
-    """docs/identity.md: `cdp run` applies the rules and writes cdp.identity_map — no option
-    is documented to turn stitching off."""
+def test_cdp_run_stitches_when_enabled(workspace):
+    """docs/identity.md: with `identity: {stitch: true}`, `cdp run` applies the rules and
+    writes cdp.identity_map; the anonymous browsing joins the user."""
     ws = workspace(PROJECT, STITCH_CDP_YAML)
     ws.land(
         track(None, "Browsed", "2026-06-01T00:00:00Z", anonymous="tablet"),
@@ -127,6 +127,16 @@ def test_cdp_run_stitches_by_default(workspace):
     ws.run()
     assert counts(ws) == {user("alice"): 1}
     assert identity_map(ws) == {("user_id", "alice"): user("alice"), ("anonymous_id", "tablet"): user("alice")}
+
+
+def test_without_stitching_a_profile_is_coalesce_user_id_anonymous_id(workspace):
+    ws = workspace(PROJECT)
+    ws.land(
+        track(None, "Browsed", "2026-06-01T00:00:00Z", anonymous="tablet"),
+        identify("alice", "2026-06-02T00:00:00Z", anonymous="tablet"),
+    )
+    ws.run()
+    assert counts(ws) == {"alice": 0, "tablet": 1}
 
 
 # ------------------------------------------------------------------ alias chains
