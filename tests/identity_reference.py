@@ -34,8 +34,13 @@ def profile_id_of(identifier: Identifier, clashing: frozenset[str] = frozenset()
 
 
 def priority_of(identifiers: Iterable[Any]) -> tuple[IdentifierSpec, ...]:
-    """``cdp.yaml``'s ``identity.identifiers`` (strings or objects with name/path) → priority."""
-    return tuple(item if isinstance(item, str) else (item.name, item.path) for item in identifiers)
+    """``cdp.yaml``'s ``identity.identifiers`` (strings or objects with name/path) → priority.
+    The built-in types are always identifiers: user_id first, the rest as declared, and any
+    built-in left out after them in the default order (docs/identity.md is silent on leaving
+    one out; this is the package's reading)."""
+    declared = [item if isinstance(item, str) else (item.name, item.path) for item in identifiers]
+    ordered = ["user_id", *[item for item in declared if item != "user_id"]]
+    return tuple(ordered + [name for name in DEFAULT_PRIORITY if name not in ordered])
 
 
 class UnionFind:

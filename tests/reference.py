@@ -4,8 +4,10 @@ It is deliberately naive — loops over a list of dict-like rows — so that it 
 against the spec line by line and used as an oracle for the compiled SQL
 (``tests/compiler/test_matches_reference.py``).
 
-Identity: stitched by the reference of docs/identity.md (``tests/identity_reference.py``) —
-see ``profile_of``; the default identifiers (``user_id, email, anonymous_id``) are used.
+Identity: ``stitch=True`` stitches by the reference of docs/identity.md
+(``tests/identity_reference.py``, default identifiers ``user_id, email, anonymous_id``), as
+the package does with ``identity: {stitch: true}``; ``stitch=False`` (the package's default,
+stitching off) keys a profile by ``coalesce(user_id, anonymous_id)``. See ``profile_of``.
 
 Ambiguity: where the spec leaves a tie open (two events at the same instant carrying different
 values for ``first``/``last``, two identifies at the same instant for ``trait``) the reference
@@ -54,9 +56,20 @@ def stitched(rows: list[Row], as_of: datetime) -> Stitched:
     return stitch([asdict(row) for row in rows], naive_utc(as_of))
 
 
-def profile_of(rows: list[Row], as_of: datetime) -> dict[str, str]:
-    """message_id → profile_id of every message before as-of (stitched identity)."""
-    return stitched(rows, as_of).message_profile
+def profile_of(rows: list[Row], as_of: datetime, stitch: bool = False) -> dict[str, str]:
+    """message_id → profile_id of every message before as-of: stitched (docs/identity.md), or
+    the package's unstitched default ``coalesce(user_id, anonymous_id)``."""
+    if stitch:
+        return stitched(rows, as_of).message_profile
+    return {row.message_id: coalesce(row.user_id, row.anonymous_id) for row in rows if row.timestamp < naive_utc(as_of)}
+
+
+def profile_keys(rows: list[Row], as_of: datetime, stitch: bool = False) -> dict[str, tuple[str, str]]:
+    """profile_id → its key (type, value); unstitched, the key is the profile id itself."""
+    if stitch:
+        return stitched(rows, as_of).keys
+    return {profile_id: ("user_id" if any(row.user_id for row in own) else "anonymous_id", profile_id)
+            for profile_id, own in profiles(rows, as_of).items()}
 
 
 def instant(text: str | None) -> datetime | None:
@@ -343,10 +356,10 @@ def trait_value(trait: Trait, rows: list[Row], as_of: datetime, values: dict[str
     raise AssertionError(f"unknown kind {kind}")
 
 
-def profiles(rows: list[Row], as_of: datetime) -> dict[str, list[Row]]:
+def profiles(rows: list[Row], as_of: datetime, stitch: bool = False) -> dict[str, list[Row]]:
     """profile_id → its messages before as-of (every profile seen on any message before as-of)."""
     as_of = naive_utc(as_of)
-    profile = profile_of(rows, as_of)
+    profile = profile_of(rows, as_of, stitch)
     out: dict[str, list[Row]] = {}
     for row in rows:
         if row.timestamp < as_of:
@@ -354,12 +367,13 @@ def profiles(rows: list[Row], as_of: datetime) -> dict[str, list[Row]]:
     return out
 
 
-def compute_traits(rows: list[Row], as_of: datetime, traits: list[Trait]) -> dict[str, dict[str, Any]]:
+def compute_traits(rows: list[Row], as_of: datetime, traits: list[Trait],
+                   stitch: bool = False) -> dict[str, dict[str, Any]]:
     """profile_id → {trait: value}. Traits are computed in order (expressions after the
     traits they use)."""
     as_of = naive_utc(as_of)
     table: dict[str, dict[str, Any]] = {}
-    for profile_id, own in profiles(rows, as_of).items():
+    for profile_id, own in profiles(rows, as_of, stitch).items():
         values: dict[str, Any] = {}
         for trait in traits:
             values[trait.name] = trait_value(trait, own, as_of, values)
@@ -413,13 +427,13 @@ def profile_columns(rows: list[Row], key: tuple[str, str]) -> dict[str, Any]:
 
 
 def compute_members(rows: list[Row], as_of: datetime, traits_table: dict[str, dict[str, Any]],
-                    audiences: list[Audience]) -> dict[str, dict[str, str | None]]:
+                    audiences: list[Audience], stitch: bool = False) -> dict[str, dict[str, str | None]]:
     """audience → {profile_id: split}. ``traits_table`` must hold no AnyOf values (resolve
     ties first), since membership is decided per profile."""
     as_of = naive_utc(as_of)
     by_name = {audience.name: audience for audience in audiences}
-    own = profiles(rows, as_of)
-    keys = stitched(rows, as_of).keys
+    own = profiles(rows, as_of, stitch)
+    keys = profile_keys(rows, as_of, stitch)
     cache: dict[tuple[str, str], bool] = {}
 
     def member(name: str, profile_id: str) -> bool:

@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cdp_warehouse.collect.messages import landing_row
+from cdp_warehouse.errors import SpecError
 from cdp_warehouse.specs import load_project
+from tests import reference as ref
+from tests.compiler import test_matches_reference as tm
 from tests.conftest import AS_OF, MINIMAL_CDP_YAML, Workspace, identify, page, track, write_project
 from tests.identity_reference import priority_of, profile_id_of, stitch
 
@@ -107,7 +110,7 @@ def landed(messages: list[dict]) -> list[dict]:
         row = landing_row(message, source="test", now=datetime(2026, 7, 1))
         if row["message_id"] in rows:
             continue
-        for key in ("traits", "context"):
+        for key in ("traits", "context", "properties"):
             row[key] = None if row[key] is None else json.loads(row[key])
         rows[row["message_id"]] = row
     return list(rows.values())
@@ -392,6 +395,12 @@ def test_two_user_ids_never_merge_without_an_alias(workspace):
     assert counts(ws) == {user("u1"): 2, user("u2"): 1}
 
 
+def test_only_the_user_id_limit_of_one_is_accepted(tmp_path):
+    cdp_yaml = MINIMAL_CDP_YAML + "identity:\n  stitch: true\n  limits: {user_id: 2}\n"
+    with pytest.raises(SpecError, match="user_id: 1"):
+        load_project(write_project(tmp_path, PROJECT, cdp_yaml), environ={})
+
+
 # ------------------------------------------------------------------ stability across runs
 
 
@@ -447,6 +456,19 @@ def test_an_anonymous_profile_is_renamed_when_a_user_id_arrives(workspace):
     assert counts(ws) == {user("u1"): 1}
 
 
+def test_two_keys_with_one_value_are_both_written_type_colon_value(workspace):
+    ws = workspace(PROJECT, STITCH_CDP_YAML)
+    ws.land(
+        track("x", "E", "2026-06-01T00:00:00Z"),
+        page(None, "Home", "2026-06-02T00:00:00Z", anonymous="x"),  # never seen with a user id
+        page(None, "Home", "2026-06-02T00:00:00Z", anonymous="y"),
+    )
+    ws.run()
+    assert identity_map(ws) == {("user_id", "x"): "user_id:x", ("anonymous_id", "x"): "anonymous_id:x",
+                                ("anonymous_id", "y"): "y"}
+    assert counts(ws) == {"user_id:x": 1, "anonymous_id:x": 1, "y": 1}
+
+
 # ------------------------------------------------------------------ as-of
 
 
@@ -484,7 +506,7 @@ def test_messages_at_or_after_as_of_do_not_stitch(workspace):
 
 # ------------------------------------------------------------------ property: matches the reference
 
-USERS = ["u1", "u2", "u3"]
+USERS = ["u1", "u2", "u3", "u1", "u2", "u3", "a3"]  # a3 also as a user id: clashing keys
 ANONYMOUS = ["a1", "a2", "a3"]
 EMAILS = ["e1@x.io", " E1@x.io", "e2@x.io", "E2@X.IO "]
 PHONES = ["p1", " p1", "p2"]
@@ -499,7 +521,7 @@ def message_bodies(draw) -> dict:
     message: dict[str, Any] = {"type": kind, "timestamp": draw(st.sampled_from(TIMES))}
     if kind == "alias":
         message["userId"] = draw(st.sampled_from(USERS))
-        message["previousId"] = draw(st.sampled_from(USERS + ANONYMOUS))
+        message["previousId"] = draw(st.sampled_from(sorted(set(USERS + ANONYMOUS))))
         message["anonymousId"] = draw(st.none() | st.sampled_from(ANONYMOUS))
     else:
         who = draw(st.sampled_from(["user", "anonymous", "both", "both"]))
@@ -617,3 +639,58 @@ def _m(message_id: str, **fields: Any) -> dict:
 ])
 def test_stitching_matches_the_reference(projects, priority, messages):
     check(projects[priority], messages)
+
+
+# ------------------------------------------------------------------ traits and audiences, stitched
+
+
+@pytest.fixture(scope="module")
+def stitched_reference_project(tmp_path_factory):
+    """The project of tests/compiler/test_matches_reference.py with stitching on."""
+    root = write_project(tmp_path_factory.mktemp("stitched_reference"), tm.PROJECT_YAML,
+                         tm.CDP_YAML + "identity:\n  stitch: true\n")
+    return load_project(root, environ={})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=tm.event_sets())
+@example(data=([  # an alias makes an anonymous id's browsing the user's
+    _m("m0", type="track", anonymousId="a2", event="Purchase", timestamp="2026-06-29T23:59:00Z",
+       properties={"amount": 3}),
+    _m("m1", type="alias", userId="u1", previousId="a2", timestamp="2026-06-29T23:59:00Z")], 1, AS_OF))
+@example(data=([  # a shared device: anonymous-only events go to the user first seen on it
+    _m("m0", type="identify", userId="u2", anonymousId="a1", traits={"plan": "pro"}, timestamp="2026-06-01T00:00:00Z"),
+    _m("m1", type="identify", userId="u1", anonymousId="a1", traits={"plan": "free"}, timestamp="2026-06-02T00:00:00Z"),
+    _m("m2", type="track", anonymousId="a1", event="Purchase", timestamp="2026-06-29T00:00:00Z",
+       properties={"amount": 5})], 3, AS_OF))
+def test_traits_and_audiences_match_the_reference_when_stitched(stitched_reference_project, data):
+    """test_matches_reference's property with ``identity.stitch: true``: every trait kind,
+    audience and split, keyed by the stitched profile ids."""
+    messages, split, as_of = data
+    ws = Workspace(stitched_reference_project)
+    try:
+        ws.land(*messages[:split])
+        ws.land(*messages[split:])
+        ws.run(as_of)
+        actual_traits = ws.traits()
+        actual_members: dict[str, dict[str, str | None]] = {}
+        for audience, profile_id, split_name in ws.query("SELECT audience, profile_id, split FROM cdp.audience_members"):
+            actual_members.setdefault(audience, {})[profile_id] = split_name
+    finally:
+        ws.warehouse.close()
+
+    rows = ref.land(messages)
+    expected_traits = ref.compute_traits(rows, as_of, tm.TRAITS, stitch=True)
+    assert set(actual_traits) == set(expected_traits), "profiles differ"
+    problems, resolved = [], {}
+    for profile_id, expected in sorted(expected_traits.items()):
+        actual = actual_traits[profile_id]
+        resolved[profile_id] = {}
+        for name, value in expected.items():
+            if not tm.same(value, actual[name]):
+                problems.append(f"{profile_id}.{name}: expected {value!r}, got {actual[name]!r}")
+            resolved[profile_id][name] = tm.resolve(value, actual[name])
+    assert not problems, "traits differ:\n" + "\n".join(problems)
+    expected_members = ref.compute_members(rows, as_of, resolved, tm.AUDIENCES, stitch=True)
+    for audience in tm.AUDIENCES:
+        assert actual_members.get(audience.name, {}) == expected_members[audience.name], audience.name
