@@ -19,6 +19,7 @@ from cdp_warehouse.compiler.fragments import json_text
 from cdp_warehouse.compiler.identity import (
     ANONYMOUS_MESSAGES,
     IDENTITY_MAP,
+    PROFILE_KEYS,
     before,
     events_table,
     message_email,
@@ -118,6 +119,7 @@ def stitch(
         "floating_labels", "groups", "message_owners", "joins", "entities", "keys")}
     identity_map = exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True)
     anonymous_messages = exp.table_(ANONYMOUS_MESSAGES, db=project.models_schema, quoted=True)
+    profile_keys = exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True)
 
     hits = exp.select("*", exp.alias_(_rank(priority(project)), "id_rank", quoted=True)).from_(
         exp.alias_(_identifiers(project, as_of).subquery(), "o"))
@@ -185,8 +187,9 @@ def stitch(
     # identifier of the highest priority type. The key's value is the profile id (readable and
     # stable); it is prefixed with its type for other types and when two keys share a value.
     run(create_as(t["keys"], _sql("""
-        SELECT entity, CASE WHEN id_type IN ('user_id', 'anonymous_id') AND COUNT(*) OVER (PARTITION BY value) = 1
-                            THEN value ELSE id_type || ':' || value END AS profile_id
+        SELECT entity, id_type AS key_type, value AS key,
+               CASE WHEN id_type IN ('user_id', 'anonymous_id') AND COUNT(*) OVER (PARTITION BY value) = 1
+                    THEN value ELSE id_type || ':' || value END AS profile_id
         FROM (
           SELECT e.entity, n.id_type, n.value, ROW_NUMBER() OVER (
             PARTITION BY e.entity
@@ -194,6 +197,9 @@ def stitch(
                      n.id_rank, n.first_ts, n.first_message, n.value) AS k
           FROM :entities AS e JOIN :nodes AS n ON n.node = e.node)
         WHERE k = 1""", entities=t["entities"], nodes=t["nodes"]), temporary=True))
+    # profiles.user_id is the key when it is a user id: the same earliest user id that names
+    # the profile (ties and alias previous_ids counted the same way).
+    run(create_as(profile_keys, _sql("SELECT profile_id, key_type, key FROM :keys", keys=t["keys"])))
     run(create_as(identity_map, _sql("""
         SELECT n.id_type AS identifier_type, n.value AS identifier, k.profile_id
         FROM :nodes AS n JOIN :entities AS e ON e.node = n.node JOIN :keys AS k ON k.entity = e.entity""",

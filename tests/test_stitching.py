@@ -694,3 +694,16 @@ def test_traits_and_audiences_match_the_reference_when_stitched(stitched_referen
     expected_members = ref.compute_members(rows, as_of, resolved, tm.AUDIENCES, stitch=True)
     for audience in tm.AUDIENCES:
         assert actual_members.get(audience.name, {}) == expected_members[audience.name], audience.name
+
+
+def test_profiles_user_id_is_the_user_id_that_names_the_profile(workspace):
+    """Regression: profiles.user_id came from the messages' user_id column only, so a user id
+    first seen as an alias's previousId, or a tie at one instant, named the profile one way
+    and filled profiles.user_id another."""
+    ws = workspace(PROJECT, STITCH_CDP_YAML)
+    ws.land(
+        {"type": "alias", "messageId": "m0", "userId": "u1", "previousId": "u0", "timestamp": "2026-06-01T00:00:00Z"},
+        track("u0", "E", "2026-06-05T00:00:00Z"),
+    )
+    ws.run()
+    assert ws.query("SELECT profile_id, user_id FROM cdp.profiles") == [("u0", "u0")]

@@ -16,6 +16,7 @@ from cdp_warehouse.specs import ResolvedProject
 EVENTS_TABLE = "events"
 IDENTITY_MAP = "identity_map"
 ANONYMOUS_MESSAGES = "_anonymous_message_profiles"
+PROFILE_KEYS = "_profile_keys"
 EVENT_TYPES = ("track", "page", "screen")
 
 
@@ -87,12 +88,12 @@ def profiles_select(project: ResolvedProject, as_of: exp.Expression) -> exp.Sele
 
 
 def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
-    """Stitched profiles: ``user_id`` is the profile's earliest, ``email`` its latest, from its messages;
-    ``anonymous_ids`` are those the identity map gives the profile (a shared device is listed
+    """Stitched profiles: ``user_id`` is the user id that keys the profile (its earliest),
+    ``email`` the latest from its messages, ``anonymous_ids`` are those the identity map gives the profile (a shared device is listed
     once, on the profile that owns it).
     """
     ts = exp.column("timestamp", quoted=True)
-    user_id, email = exp.column("user_id", quoted=True), message_email()
+    email = message_email()
 
     def col(name: str, table: str | None = None) -> exp.Column:
         return exp.column(name, table=table, quoted=True)
@@ -103,7 +104,6 @@ def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.S
     per_profile = (
         exp.select(
             col("profile_id"),
-            alias(exp.ArgMin(this=user_id.copy(), expression=_when_present(user_id, ts.copy())), "user_id"),
             alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, ts.copy())), "email"),
             alias(exp.Min(this=ts.copy()), "first_seen"),
             alias(exp.Max(this=ts.copy()), "last_seen"),
@@ -123,11 +123,14 @@ def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.S
         .where(col("identifier_type").eq(exp.Literal.string("anonymous_id")))
         .group_by(col("profile_id"))
     )
+    user_key = exp.Case().when(col("key_type", "k").eq(exp.Literal.string("user_id")), col("key", "k"))
     return (
-        exp.select(col("profile_id", "m"), col("user_id", "m"), col("email", "m"), col("anonymous_ids", "d"),
+        exp.select(col("profile_id", "m"), alias(user_key, "user_id"), col("email", "m"), col("anonymous_ids", "d"),
                    col("first_seen", "m"), col("last_seen", "m"))
         .from_(exp.alias_(per_profile.subquery(), "m"))
         .join(exp.alias_(devices.subquery(), "d"), on=col("profile_id", "d").eq(col("profile_id", "m")), join_type="left")
+        .join(exp.alias_(exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True), "k"),
+              on=col("profile_id", "k").eq(col("profile_id", "m")), join_type="left")
     )
 
 
