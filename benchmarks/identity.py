@@ -43,6 +43,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import duckdb
+from memory import current_rss, gb, peak_rss_since_reset, reset_peak_rss  # benchmarks/memory.py
 from rich.console import Console
 from rich.table import Table
 from sqlglot import exp
@@ -213,37 +214,6 @@ def ensure_data(args) -> Path:
 # --------------------------------------------------------------------------- measuring
 
 
-def reset_peak_rss() -> bool:
-    """Reset VmHWM (Linux: writing 5 to clear_refs); False when not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_since_reset() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    # ru_maxrss (KiB) is the whole process's peak; children are fresh processes anyway
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0.0
-
-
-def gb(value: float | None) -> str:
-    return "—" if value is None else f"{value / 1e9:.2f} GB"
-
-
 def open_warehouse(path: Path, args, read_only: bool = False) -> DuckDBWarehouse:
     config = {"memory_limit": args.memory_limit}
     if args.threads:
@@ -299,7 +269,7 @@ def sql_worker(args, path: Path) -> dict:
     started, cpu = time.perf_counter(), time.process_time()
     result = connected_components(warehouse, exp.select("a", "b").from_(EDGES.copy()), LABELS.copy())
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    rss = peak_rss_since_reset()
+    rss = peak_rss_since_reset() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     warehouse.close()
     return {"wall": wall, "cpu": cpu, "rss": rss, "rounds": result.rounds, "edges": result.edges,
             "phases": phases}
@@ -330,7 +300,7 @@ def nx_worker(args, path: Path, labels_file: Path) -> dict:
         nodes.extend(component)
         labels.extend([min(component)] * len(component))
     wall, cpu_total = time.perf_counter() - started, time.process_time() - cpu
-    rss = peak_rss_since_reset()
+    rss = peak_rss_since_reset() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     result = {"wall": wall, "cpu": cpu_total, "rss": rss, "rss_before": before,
               "build": built - started, "build_cpu": built_cpu - cpu, "convert": converted - started,
               "components": wall - (built - started), "components_cpu": cpu_total - (built_cpu - cpu),

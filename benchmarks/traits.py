@@ -39,6 +39,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import duckdb
+from memory import gb, peak_rss_since_reset, reset_peak_rss  # benchmarks/memory.py
 from rich.console import Console
 from rich.table import Table
 
@@ -366,29 +367,6 @@ FLOOR_STATEMENT = f"CREATE TABLE bench.floor AS SELECT {PROFILE_KEY} AS profile_
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-def reset_peak_rss() -> bool:
-    """Reset VmHWM (Linux: writing 5 to clear_refs); False when not allowed."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_since_reset() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def gb(value: float | None) -> str:
-    return "—" if value is None else f"{value / 1e9:.2f} GB"
 
 
 class Bench:
