@@ -49,6 +49,8 @@ class RunResult:
     history_skipped: tuple[str, ...] = ()  # audiences whose history is newer than this as-of
     identifiers: int = 0  # distinct identifiers stitched
     rounds: int = 0  # connected-components rounds of the stitching
+    identity_rebuilt: bool = False  # stitched from every message (else only from new ones)
+    messages_stitched: int = 0  # messages the stitching read from the landing table
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,11 +69,14 @@ def run(
     as_of: datetime,
     select: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    *,
+    full_refresh: bool = False,
 ) -> RunResult:
-    """Compute profiles, traits and audiences at ``as_of`` (all of them, or ``select``)."""
+    """Compute profiles, traits and audiences at ``as_of`` (all of them, or ``select``).
+    ``full_refresh`` rebuilds the identity graph from every message."""
     warehouse.ensure_landing(project)
     with warehouse.transaction():
-        result = materialise(project, warehouse, as_of, select, on_step)
+        result = materialise(project, warehouse, as_of, select, on_step, full_refresh=full_refresh)
     result.profiles = warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(models_table(project, PROFILES)))[0][0]
     sizes = dict(warehouse.fetch(_count_by_audience(exp.select("audience").from_(models_table(project, AUDIENCE_MEMBERS)))))
     result.audience_sizes = {name: sizes.get(name, 0) for name in result.audiences}
@@ -84,6 +89,8 @@ def materialise(
     as_of: datetime,
     select: Sequence[str] | None = None,
     on_step: Callable[[str], None] | None = None,
+    *,
+    full_refresh: bool = False,
 ) -> RunResult:
     """The statements of a run, inside the caller's transaction (landing tables exist)."""
     previous = warehouse.columns(project.models_schema, PROFILE_TRAITS)
@@ -111,8 +118,9 @@ def materialise(
         result.seconds[name] = result.seconds.get(name, 0.0) + time.perf_counter() - started
 
     if project.config.identity.stitch:
-        stitched = stitch(project, warehouse, plan.as_of, step)
+        stitched = stitch(project, warehouse, plan.as_of, step, full_refresh=full_refresh)
         result.identifiers, result.rounds = stitched.identifiers, stitched.rounds
+        result.identity_rebuilt, result.messages_stitched = stitched.full, stitched.messages
     if carry_over:
         previous_traits = exp.select("*").from_(models_table(project, PROFILE_TRAITS))
         step("traits", create_as(exp.to_table(PREVIOUS_TRAITS), previous_traits, temporary=True))

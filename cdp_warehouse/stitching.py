@@ -1,14 +1,24 @@
 """Identity stitching in the warehouse: identifiers → profiles, by the rules of docs/identity.md.
 
-Each step is one SQL statement over small typed tables (identifiers are numbered densely so
-the graph work runs on integers); the two graph steps use ``graph.connected_components``.
-The result is ``identity_map(identifier_type, identifier, profile_id)`` and
+Each step is one SQL statement over small typed tables (identifiers are numbered so the
+graph work runs on integers); the graph steps use ``cdp_warehouse.graph``. The result is
+``identity_map(identifier_type, identifier, profile_id)``, ``_profile_keys`` and
 ``_anonymous_message_profiles(message_id, profile_id)`` (the profile of each message without
-a user id); ``compiler.identity.profiled_events`` reads both.
+a user id); ``compiler.identity.profiled_events`` reads them.
+
+Runs are incremental. The state kept between runs (in the models schema):
+``_identity_messages`` (messages already stitched), ``_identity_hits`` (their identifiers),
+``_identity_nodes`` (each identifier's number and its component in the *loose* graph, where
+all identifiers of a message are linked and a user id and an anonymous id of the same value
+are one node) and ``_identity_state`` (as-of and settings of the last run). Every rule
+decides within one loose component, so a run re-applies the rules only to the components
+its new messages touch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,19 +34,32 @@ from cdp_warehouse.compiler.identity import (
     events_table,
     message_email,
 )
-from cdp_warehouse.graph import connected_components
+from cdp_warehouse.graph import connected_components, merge_components
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.specs.models import CustomIdentifier
-from cdp_warehouse.warehouses.base import Warehouse, create_as
+from cdp_warehouse.warehouses.base import Warehouse, create_as, create_table
 
 DEFAULT_PRIORITY = ("user_id", "email", "anonymous_id")
+STATE_VERSION = 1  # bump when the state tables change shape: the next run rebuilds them
+# Types whose values share one loose node: an alias previous_id is one or the other, and a
+# user id equal to an anonymous id must meet it to name both profiles apart (rule 6).
+_ID_TYPES = ("user_id", "anonymous_id", "previous_id")
+_STATE_COLUMNS = {
+    "state": (("as_of", "timestamp"), ("fingerprint", "text")),
+    "messages": (("message_id", "text"),),
+    "hits": (("message_id", "text"), ("message_type", "text"), ("ts", "timestamp"), ("id_type", "text"),
+             ("value", "text"), ("node", "bigint")),
+    "nodes": (("node", "bigint"), ("cls", "text"), ("value", "text"), ("component", "bigint")),
+}
 
 
 @dataclass(frozen=True)
 class StitchResult:
-    identifiers: int
+    identifiers: int  # rows of identity_map
     profiles: int
-    rounds: int  # connected-components rounds (accounts + floating groups)
+    rounds: int  # connected-components rounds (loose graph + accounts + floating groups)
+    full: bool  # rebuilt from every message (else: extended from the new ones)
+    messages: int  # messages read from the landing table by this run
 
 
 def priority(project: ResolvedProject) -> list[str]:
@@ -52,46 +75,43 @@ def _sql(template: str, **tables: exp.Expression) -> exp.Expression:
     return exp.replace_placeholders(sqlglot.parse_one(template, read="duckdb"), **tables)
 
 
-def _identifiers(project: ResolvedProject, as_of: exp.Expression) -> exp.Query:
-    """``(message_id, message_type, ts, id_type, value)``: every identifier of every message."""
-    events = events_table(project)
+def loose_class(id_type: exp.Expression) -> exp.Expression:
+    """The loose node class of an identifier type (see the module docstring)."""
+    return exp.Case().when(id_type.copy().isin(*map(exp.Literal.string, _ID_TYPES)), exp.Literal.string("id")).else_(
+        id_type.copy())
 
-    def part(id_type: exp.Expression, value: exp.Expression) -> exp.Select:
-        return (
+
+def _identifiers(project: ResolvedProject, source: exp.Table, where: exp.Expression | None) -> exp.Query:
+    """``(message_id, message_type, ts, id_type, value, cls)``: every identifier of the
+    messages of ``source``. An alias's previous_id keeps the type ``previous_id`` here; the
+    rules type it (it is a user id when some message has it as its user id)."""
+    def part(id_type: str, value: exp.Expression) -> exp.Select:
+        query = (
             exp.select(
                 exp.column("message_id", quoted=True),
                 exp.alias_(exp.column("type", quoted=True), "message_type", quoted=True),
                 exp.alias_(exp.column("timestamp", quoted=True), "ts", quoted=True),
-                exp.alias_(id_type, "id_type", quoted=True),
+                exp.alias_(exp.Literal.string(id_type), "id_type", quoted=True),
                 exp.alias_(value, "value", quoted=True),
+                exp.alias_(loose_class(exp.Literal.string(id_type)), "cls", quoted=True),
             )
-            .from_(events.copy())
-            .where(before(as_of))
+            .from_(source.copy())
+            .where(present(value))
         )
+        return query.where(where.copy()) if where is not None else query
 
     def present(value: exp.Expression) -> exp.Expression:
         return exp.and_(exp.Not(this=exp.Is(this=value.copy(), expression=exp.null())),
                         value.copy().neq(exp.Literal.string("")))
 
-    parts = []
-    for name in ("user_id", "anonymous_id"):
-        value = exp.column(name, quoted=True)
-        parts.append(part(exp.Literal.string(name), value).where(present(value)))
-    email = message_email()
-    parts.append(part(exp.Literal.string("email"), email).where(present(email)))
+    parts = [part(name, exp.column(name, quoted=True)) for name in ("user_id", "anonymous_id")]
+    parts.append(part("email", message_email()))
     for identifier in project.config.identity.identifiers:
         if isinstance(identifier, CustomIdentifier):
             keys = identifier.path.split(".")
-            value = exp.Trim(this=json_text(keys[0], keys[1:]))
-            parts.append(part(exp.Literal.string(identifier.name), value).where(present(value)))
-    # An alias's previous_id is a user id when some message has it as its user id.
-    previous = exp.column("previous_id", quoted=True)
-    known_users = exp.select(exp.column("user_id", quoted=True)).from_(events.copy()).where(
-        exp.and_(before(as_of), exp.Not(this=exp.Is(this=exp.column("user_id", quoted=True), expression=exp.null()))))
-    previous_type = exp.Case().when(previous.copy().isin(query=known_users), exp.Literal.string("user_id")).else_(
-        exp.Literal.string("anonymous_id"))
-    parts.append(part(previous_type, previous).where(
-        exp.and_(exp.column("type", quoted=True).eq(exp.Literal.string("alias")), present(previous))))
+            parts.append(part(identifier.name, exp.Trim(this=json_text(keys[0], keys[1:]))))
+    alias = part("previous_id", exp.column("previous_id", quoted=True))
+    parts.append(alias.where(exp.column("type", quoted=True).eq(exp.Literal.string("alias"))))
     query: exp.Query = parts[0]
     for item in parts[1:]:
         query = exp.union(query, item, distinct=False)
@@ -105,35 +125,156 @@ def _rank(types: list[str]) -> exp.Expression:
     return case.else_(exp.Literal.number(len(types)))
 
 
+def fingerprint(project: ResolvedProject) -> str:
+    """What the stitching state depends on besides the data: a change rebuilds it."""
+    custom = [(i.name, i.path) for i in project.config.identity.identifiers if isinstance(i, CustomIdentifier)]
+    return hashlib.sha256(json.dumps([STATE_VERSION, priority(project), custom]).encode()).hexdigest()[:16]
+
+
+def state_tables(project: ResolvedProject) -> dict[str, exp.Table]:
+    return {name: exp.table_(f"_identity_{name}", db=project.models_schema, quoted=True) for name in _STATE_COLUMNS}
+
+
+def _can_extend(project: ResolvedProject, warehouse: Warehouse, as_of: exp.Expression) -> bool:
+    """Whether the saved state can be extended: same settings, and as-of did not go back."""
+    schema = project.models_schema
+    names = [t.name for t in state_tables(project).values()] + [IDENTITY_MAP, ANONYMOUS_MESSAGES, PROFILE_KEYS]
+    if not all(warehouse.table_exists(schema, name) for name in names):
+        return False
+    rows = warehouse.fetch(_sql("SELECT fingerprint, as_of <= :as_of FROM :state",
+                                state=state_tables(project)["state"], as_of=as_of))
+    return len(rows) == 1 and rows[0][0] == fingerprint(project) and bool(rows[0][1])
+
+
 def stitch(
     project: ResolvedProject, warehouse: Warehouse, as_of: exp.Expression,
-    step: Callable[[str, exp.Expression], None] | None = None,
+    step: Callable[[str, exp.Expression], None] | None = None, *, full_refresh: bool = False,
 ) -> StitchResult:
-    """Write ``identity_map`` and ``_anonymous_message_profiles`` for messages before as-of
-    (inside the caller's transaction)."""
+    """Bring the identity tables up to as-of, inside the caller's transaction.
+
+    Only messages not stitched before are read from the landing table (newer than the last
+    as-of, or landed late). The result equals a full rebuild (tests/test_stitching.py checks
+    it on random data); a rebuild happens on the first run, when the identity settings
+    change, when as-of goes back, or with ``full_refresh``.
+    """
     def run(statement: exp.Expression) -> None:
         (step or (lambda _, s: warehouse.execute(s)))("identity", statement)
 
-    t = {name: exp.to_table(f"_id_{name}") for name in (
-        "raw", "hits", "nodes", "account_labels", "accounts", "message_accounts", "owners",
-        "floating_labels", "groups", "message_owners", "joins", "entities", "keys")}
-    identity_map = exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True)
-    anonymous_messages = exp.table_(ANONYMOUS_MESSAGES, db=project.models_schema, quoted=True)
-    profile_keys = exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True)
+    def count(table: exp.Table) -> int:
+        return warehouse.fetch(exp.select(exp.Count(this=exp.Star())).from_(table.copy()))[0][0]
 
-    hits = exp.select("*", exp.alias_(_rank(priority(project)), "id_rank", quoted=True)).from_(
-        exp.alias_(_identifiers(project, as_of).subquery(), "o"))
-    run(create_as(t["raw"], hits, temporary=True))
-    # Dense integer ids; each identifier's first appearance (timestamp, then message id).
+    state = state_tables(project)
+    full = full_refresh or not _can_extend(project, warehouse, as_of)
+    t = {name: exp.to_table(f"_id_{name}") for name in ("new_events", "new_raw", "new", "scope", "scope_hits")}
+    if full:
+        for name, columns in _STATE_COLUMNS.items():
+            run(exp.Drop(tables=[state[name].copy()], kind="TABLE", exists=True))
+            run(create_table(state[name].copy(), columns))
+        new_raw = _identifiers(project, events_table(project), before(as_of))
+    else:
+        run(create_as(t["new_events"], _sql("""
+            SELECT * FROM :events AS e
+            WHERE e."timestamp" < :as_of AND NOT EXISTS (SELECT 1 FROM :messages AS m WHERE m.message_id = e.message_id)""",
+            events=events_table(project), as_of=as_of, messages=state["messages"]), temporary=True))
+        new_raw = _identifiers(project, t["new_events"], None)
+    run(create_as(t["new_raw"], new_raw, temporary=True))
+    messages = warehouse.fetch(_sql("SELECT COUNT(DISTINCT message_id) FROM :r", r=t["new_raw"]))[0][0]
+    # New identifiers take the next numbers, in no particular order: no result depends on a
+    # node's number, and numbering without a sort spares one over every identifier.
+    run(exp.insert(_sql("""
+        SELECT node, cls, value, node AS component FROM (
+          SELECT b.base + ROW_NUMBER() OVER () AS node, d.cls, d.value
+          FROM (SELECT DISTINCT cls, value FROM :new_raw AS h
+                WHERE NOT EXISTS (SELECT 1 FROM :nodes AS n WHERE n.cls = h.cls AND n.value = h.value)) AS d
+          CROSS JOIN (SELECT COALESCE(MAX(node), 0) AS base FROM :nodes) AS b)""",
+        new_raw=t["new_raw"], nodes=state["nodes"]), state["nodes"].copy()))
+    run(create_as(t["new"], _sql("""
+        SELECT h.message_id, h.message_type, h.ts, h.id_type, h.value, n.node
+        FROM :new_raw AS h JOIN :nodes AS n ON n.cls = h.cls AND n.value = h.value""",
+        new_raw=t["new_raw"], nodes=state["nodes"]), temporary=True))
+    run(exp.insert(exp.select("*").from_(t["new"].copy()), state["hits"].copy()))
+    run(exp.insert(_sql("SELECT DISTINCT message_id FROM :new", new=t["new"]), state["messages"].copy()))
+    loose = merge_components(warehouse, state["nodes"], _sql(
+        "SELECT node AS a, MIN(node) OVER (PARTITION BY message_id) AS b FROM :new", new=t["new"]), rewrite=full)
+    run(exp.Delete(this=state["state"].copy()))
+    run(exp.insert(exp.select(exp.alias_(as_of.copy(), "as_of"), exp.alias_(exp.Literal.string(fingerprint(project)),
+                                                                            "fingerprint")), state["state"].copy()))
+
+    if full:
+        scope_hits = state["hits"]
+    else:
+        # The loose components the new messages touched, and every message in them.
+        run(create_as(t["scope"], _sql("""
+            SELECT node FROM :nodes WHERE component IN (
+              SELECT n.component FROM :nodes AS n WHERE n.node IN (SELECT node FROM :new))""",
+            nodes=state["nodes"], new=t["new"]), temporary=True))
+        run(create_as(t["scope_hits"], _sql("SELECT * FROM :hits WHERE node IN (SELECT node FROM :scope)",
+                                            hits=state["hits"], scope=t["scope"]), temporary=True))
+        scope_hits = t["scope_hits"]
+    rules = _apply_rules(project, warehouse, scope_hits, run)
+    outputs = {
+        PROFILE_KEYS: (_sql("SELECT profile_id, key_type, key FROM :keys", keys=rules.tables["keys"]), "key_type", "key"),
+        IDENTITY_MAP: (rules.identity_map, "identifier_type", "identifier"),
+        ANONYMOUS_MESSAGES: (rules.anonymous_messages, None, None),
+    }
+    for name, (rows, type_column, value_column) in outputs.items():
+        table = exp.table_(name, db=project.models_schema, quoted=True)
+        if full:
+            run(create_as(table, rows))
+            continue
+        if type_column:  # rows of identifiers in the touched components
+            mine = exp.Exists(this=_sql("""
+                SELECT 1 FROM :scope AS s JOIN :nodes AS n ON n.node = s.node""", scope=t["scope"], nodes=state["nodes"])
+                .where(exp.column("value", table="n").eq(exp.column(value_column, table=name, quoted=True)))
+                .where(exp.column("cls", table="n").eq(loose_class(exp.column(type_column, table=name, quoted=True)))))
+        else:  # rows of messages in the touched components
+            mine = exp.column("message_id", table=name, quoted=True).isin(
+                query=_sql("SELECT message_id FROM :hits", hits=scope_hits))
+        run(exp.delete(table.copy(), where=mine))
+        run(exp.insert(rows, table.copy()))
+    result = StitchResult(identifiers=count(exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True)),
+                          profiles=count(exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True)),
+                          rounds=loose.rounds + rules.rounds, full=full, messages=messages)
+    for table in [*t.values(), *rules.tables.values()]:
+        warehouse.execute(exp.Drop(tables=[table.copy()], kind="TABLE", exists=True))
+    return result
+
+
+@dataclass(frozen=True)
+class _Rules:
+    tables: dict[str, exp.Table]  # scratch tables to drop
+    identity_map: exp.Query
+    anonymous_messages: exp.Query
+    rounds: int
+
+
+def _apply_rules(project: ResolvedProject, warehouse: Warehouse, scope_hits: exp.Table,
+                 run: Callable[[exp.Expression], None]) -> _Rules:
+    """Rules 1-6 of docs/identity.md over the messages of ``scope_hits`` (whole loose
+    components). Earliest-first picks are ``ARG_MIN`` over (timestamp, message_id)."""
+    t = {name: exp.to_table(f"_id_{name}") for name in (
+        "user_nodes", "typed", "hits", "nodes", "account_labels", "accounts", "message_accounts", "owners",
+        "floating_labels", "groups", "message_owners", "joins", "entities", "keys")}
+    run(create_as(t["user_nodes"], _sql("SELECT DISTINCT node FROM :h WHERE id_type = 'user_id'", h=scope_hits),
+                  temporary=True))
+    # An alias previous_id is a user id when it is some message's user id; a typed identifier
+    # is numbered from its loose node (a user id and an anonymous id of one value differ).
+    run(create_as(t["typed"], _sql("""
+        SELECT h.message_id, h.message_type, h.ts, h.value, h.node,
+               CASE WHEN h.id_type <> 'previous_id' THEN h.id_type
+                    WHEN h.node IN (SELECT node FROM :users) THEN 'user_id' ELSE 'anonymous_id' END AS id_type
+        FROM :h AS h""", h=scope_hits, users=t["user_nodes"]), temporary=True))
+    run(create_as(t["hits"], exp.select(
+        "message_id", "message_type", "ts", "id_type", "value",
+        exp.alias_(_rank(priority(project)), "id_rank", quoted=True),
+        exp.alias_(_sql("node * 2 + CASE WHEN id_type = 'anonymous_id' THEN 1 ELSE 0 END"), "node", quoted=True),
+    ).from_(t["typed"].copy()), temporary=True))
     run(create_as(t["nodes"], _sql("""
-        SELECT ROW_NUMBER() OVER (ORDER BY id_type, value) AS node, id_type, value, id_rank,
-               ts AS first_ts, message_id AS first_message
-        FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY id_type, value ORDER BY ts, message_id) AS k FROM :raw)
-        WHERE k = 1""", raw=t["raw"]), temporary=True))
-    run(create_as(t["hits"], _sql("""
-        SELECT h.message_id, h.message_type, h.ts, h.id_type, h.id_rank, h.value, n.node
-        FROM :raw AS h JOIN :nodes AS n ON n.id_type = h.id_type AND n.value = h.value""",
-        raw=t["raw"], nodes=t["nodes"]), temporary=True))
+        SELECT node, id_type, value, id_rank, STRUCT_EXTRACT(earliest, 'ts') AS first_ts,
+               STRUCT_EXTRACT(earliest, 'm') AS first_message
+        FROM (SELECT node, ANY_VALUE(id_type) AS id_type, ANY_VALUE(value) AS value, ANY_VALUE(id_rank) AS id_rank,
+                     MIN(STRUCT_PACK(ts := ts, m := message_id)) AS earliest
+              FROM :hits GROUP BY node)""", hits=t["hits"]), temporary=True))
 
     # Rule 1: accounts are user ids joined by aliases.
     alias_links = _sql("""
@@ -151,10 +292,10 @@ def stitch(
         hits=t["hits"], accounts=t["accounts"]), temporary=True))
     # Rule 2: a non-user identifier belongs to the account it was first seen with.
     run(create_as(t["owners"], _sql("""
-        SELECT node, account FROM (
-          SELECT h.node, m.account, ROW_NUMBER() OVER (PARTITION BY h.node ORDER BY m.ts, m.message_id) AS k
-          FROM :hits AS h JOIN :message_accounts AS m ON m.message_id = h.message_id WHERE h.id_type <> 'user_id')
-        WHERE k = 1""", hits=t["hits"], message_accounts=t["message_accounts"]), temporary=True))
+        SELECT h.node, ARG_MIN(m.account, STRUCT_PACK(ts := m.ts, m := m.message_id)) AS account
+        FROM :hits AS h JOIN :message_accounts AS m ON m.message_id = h.message_id
+        WHERE h.id_type <> 'user_id' GROUP BY h.node""", hits=t["hits"], message_accounts=t["message_accounts"]),
+        temporary=True))
     # Rule 3: floating identifiers on one message belong together.
     floating_links = _sql("""
         SELECT node AS a, MIN(node) OVER (PARTITION BY message_id) AS b FROM :hits AS h
@@ -168,16 +309,13 @@ def stitch(
         nodes=t["nodes"], labels=t["floating_labels"], owners=t["owners"]), temporary=True))
     # Rule 4: a floating group joins the owner of its earliest message with an owned identifier.
     run(create_as(t["message_owners"], _sql("""
-        SELECT message_id, ts, account FROM (
-          SELECT h.message_id, h.ts, o.account,
-                 ROW_NUMBER() OVER (PARTITION BY h.message_id ORDER BY h.id_rank, h.value) AS k
-          FROM :hits AS h JOIN :owners AS o ON o.node = h.node)
-        WHERE k = 1""", hits=t["hits"], owners=t["owners"]), temporary=True))
+        SELECT h.message_id, MIN(h.ts) AS ts, ARG_MIN(o.account, STRUCT_PACK(r := h.id_rank, v := h.value)) AS account
+        FROM :hits AS h JOIN :owners AS o ON o.node = h.node GROUP BY h.message_id""",
+        hits=t["hits"], owners=t["owners"]), temporary=True))
     run(create_as(t["joins"], _sql("""
-        SELECT grp, account FROM (
-          SELECT g.grp, m.account, ROW_NUMBER() OVER (PARTITION BY g.grp ORDER BY m.ts, m.message_id) AS k
-          FROM :hits AS h JOIN :groups AS g ON g.node = h.node JOIN :message_owners AS m ON m.message_id = h.message_id)
-        WHERE k = 1""", hits=t["hits"], groups=t["groups"], message_owners=t["message_owners"]), temporary=True))
+        SELECT g.grp, ARG_MIN(m.account, STRUCT_PACK(ts := m.ts, m := m.message_id)) AS account
+        FROM :hits AS h JOIN :groups AS g ON g.node = h.node JOIN :message_owners AS m ON m.message_id = h.message_id
+        GROUP BY g.grp""", hits=t["hits"], groups=t["groups"], message_owners=t["message_owners"]), temporary=True))
     run(create_as(t["entities"], _sql("""
         SELECT node, account AS entity FROM :accounts
         UNION ALL SELECT node, account FROM :owners
@@ -185,35 +323,29 @@ def stitch(
         accounts=t["accounts"], owners=t["owners"], groups=t["groups"], joins=t["joins"]), temporary=True))
     # Rule 6: a profile is keyed by its earliest user id, else anonymous id, else its earliest
     # identifier of the highest priority type. The key's value is the profile id (readable and
-    # stable); it is prefixed with its type for other types and when two keys share a value.
+    # stable); it is prefixed with its type for other types and when two keys share a value
+    # (such keys are one loose node, so they are always stitched in the same run).
     run(create_as(t["keys"], _sql("""
-        SELECT entity, id_type AS key_type, value AS key,
-               CASE WHEN id_type IN ('user_id', 'anonymous_id') AND COUNT(*) OVER (PARTITION BY value) = 1
-                    THEN value ELSE id_type || ':' || value END AS profile_id
+        SELECT entity, key_type, key,
+               CASE WHEN key_type IN ('user_id', 'anonymous_id') AND COUNT(*) OVER (PARTITION BY key) = 1
+                    THEN key ELSE key_type || ':' || key END AS profile_id
         FROM (
-          SELECT e.entity, n.id_type, n.value, ROW_NUMBER() OVER (
-            PARTITION BY e.entity
-            ORDER BY CASE n.id_type WHEN 'user_id' THEN 0 WHEN 'anonymous_id' THEN 1 ELSE 2 END,
-                     n.id_rank, n.first_ts, n.first_message, n.value) AS k
-          FROM :entities AS e JOIN :nodes AS n ON n.node = e.node)
-        WHERE k = 1""", entities=t["entities"], nodes=t["nodes"]), temporary=True))
-    # profiles.user_id is the key when it is a user id: the same earliest user id that names
-    # the profile (ties and alias previous_ids counted the same way).
-    run(create_as(profile_keys, _sql("SELECT profile_id, key_type, key FROM :keys", keys=t["keys"])))
-    run(create_as(identity_map, _sql("""
+          SELECT entity, STRUCT_EXTRACT(pick, 't') AS key_type, STRUCT_EXTRACT(pick, 'v') AS key FROM (
+            SELECT e.entity, ARG_MIN(STRUCT_PACK(t := n.id_type, v := n.value), STRUCT_PACK(
+              c := CASE n.id_type WHEN 'user_id' THEN 0 WHEN 'anonymous_id' THEN 1 ELSE 2 END,
+              r := n.id_rank, ts := n.first_ts, m := n.first_message, v := n.value)) AS pick
+            FROM :entities AS e JOIN :nodes AS n ON n.node = e.node GROUP BY e.entity))""",
+        entities=t["entities"], nodes=t["nodes"]), temporary=True))
+    identity_map = _sql("""
         SELECT n.id_type AS identifier_type, n.value AS identifier, k.profile_id
         FROM :nodes AS n JOIN :entities AS e ON e.node = n.node JOIN :keys AS k ON k.entity = e.entity""",
-        nodes=t["nodes"], entities=t["entities"], keys=t["keys"])))
+        nodes=t["nodes"], entities=t["entities"], keys=t["keys"])
     # Rule 5: a message without a user id goes to its highest-priority identifier's profile.
-    run(create_as(anonymous_messages, _sql("""
-        SELECT message_id, profile_id FROM (
-          SELECT h.message_id, k.profile_id, ROW_NUMBER() OVER (PARTITION BY h.message_id ORDER BY h.id_rank, h.value) AS r
-          FROM :hits AS h JOIN :entities AS e ON e.node = h.node JOIN :keys AS k ON k.entity = e.entity
-          WHERE NOT EXISTS (SELECT 1 FROM :message_accounts AS m WHERE m.message_id = h.message_id))
-        WHERE r = 1""", hits=t["hits"], entities=t["entities"], keys=t["keys"],
-        message_accounts=t["message_accounts"])))
-    counts = warehouse.fetch(_sql("SELECT (SELECT COUNT(*) FROM :nodes), (SELECT COUNT(*) FROM :keys)",
-                                  nodes=t["nodes"], keys=t["keys"]))[0]
-    for table in t.values():
-        warehouse.execute(exp.Drop(tables=[table.copy()], kind="TABLE", exists=True))
-    return StitchResult(identifiers=counts[0], profiles=counts[1], rounds=accounts.rounds + floating.rounds)
+    anonymous_messages = _sql("""
+        SELECT h.message_id, ARG_MIN(k.profile_id, STRUCT_PACK(r := h.id_rank, v := h.value)) AS profile_id
+        FROM :hits AS h JOIN :entities AS e ON e.node = h.node JOIN :keys AS k ON k.entity = e.entity
+        WHERE NOT EXISTS (SELECT 1 FROM :message_accounts AS m WHERE m.message_id = h.message_id)
+        GROUP BY h.message_id""", hits=t["hits"], entities=t["entities"], keys=t["keys"],
+        message_accounts=t["message_accounts"])
+    return _Rules(tables=t, identity_map=identity_map, anonymous_messages=anonymous_messages,
+                  rounds=accounts.rounds + floating.rounds)

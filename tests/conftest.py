@@ -46,8 +46,8 @@ class Workspace:
     def land(self, *messages: dict) -> None:
         land_messages(self.project, self.warehouse, list(messages))
 
-    def run(self, as_of: datetime = AS_OF, select: list[str] | None = None):
-        return run(self.project, self.warehouse, as_of, select)
+    def run(self, as_of: datetime = AS_OF, select: list[str] | None = None, *, full_refresh: bool = False):
+        return run(self.project, self.warehouse, as_of, select, full_refresh=full_refresh)
 
     def query(self, sql: str, *params) -> list[tuple]:
         return self.warehouse.fetch(sql, list(params) if params else None)

@@ -76,6 +76,16 @@ def message_email() -> exp.Expression:
     return exp.Lower(this=exp.Trim(this=email))
 
 
+def _order_key() -> exp.Expression:
+    """A message's place in time: its timestamp, ties broken by message id, so "latest" and
+    "earliest" picks do not change from run to run (a flapping email would re-sync a
+    profile to every destination)."""
+    return exp.Struct(expressions=[
+        exp.PropertyEQ(this=exp.to_identifier("ts"), expression=exp.column("timestamp", quoted=True)),
+        exp.PropertyEQ(this=exp.to_identifier("m"), expression=exp.column("message_id", quoted=True)),
+    ])
+
+
 def _when_present(value: exp.Expression, then: exp.Expression) -> exp.Case:
     return exp.Case().when(exp.Not(this=exp.Is(this=value.copy(), expression=exp.null())), then)
 
@@ -104,7 +114,7 @@ def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.S
     per_profile = (
         exp.select(
             col("profile_id"),
-            alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, ts.copy())), "email"),
+            alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, _order_key())), "email"),
             alias(exp.Min(this=ts.copy()), "first_seen"),
             alias(exp.Max(this=ts.copy()), "last_seen"),
         )
@@ -153,10 +163,10 @@ def _profiles_from_messages(project: ResolvedProject, as_of: exp.Expression) -> 
     per_device = (
         exp.select(
             col("profile_id"), col("anonymous_id"),
-            alias(exp.ArgMin(this=user_id.copy(), expression=_when_present(user_id, ts.copy())), "user_id"),
-            alias(exp.Min(this=_when_present(user_id, ts.copy())), "user_at"),
-            alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, ts.copy())), "email"),
-            alias(exp.Max(this=_when_present(email, ts.copy())), "email_at"),
+            alias(exp.ArgMin(this=user_id.copy(), expression=_when_present(user_id, _order_key())), "user_id"),
+            alias(exp.Min(this=_when_present(user_id, _order_key())), "user_at"),
+            alias(exp.ArgMax(this=email.copy(), expression=_when_present(email, _order_key())), "email"),
+            alias(exp.Max(this=_when_present(email, _order_key())), "email_at"),
             alias(exp.Min(this=ts.copy()), "first_seen"),
             alias(exp.Max(this=ts.copy()), "last_seen"),
         )

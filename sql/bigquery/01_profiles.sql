@@ -13,8 +13,19 @@ FROM (
   SELECT
     `profile_id`,
     `anonymous_id`,
-    MIN_BY(`user_id`, CASE WHEN NOT `user_id` IS NULL THEN `timestamp` END) AS `user_id`,
-    MIN(CASE WHEN NOT `user_id` IS NULL THEN `timestamp` END) AS `user_at`,
+    MIN_BY(
+      `user_id`,
+      CASE
+        WHEN NOT `user_id` IS NULL
+        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+      END
+    ) AS `user_id`,
+    MIN(
+      CASE
+        WHEN NOT `user_id` IS NULL
+        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+      END
+    ) AS `user_at`,
     MAX_BY(
       LOWER(
         TRIM(
@@ -33,7 +44,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN `timestamp`
+        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
       END
     ) AS `email`,
     MAX(
@@ -46,7 +57,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN `timestamp`
+        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
       END
     ) AS `email_at`,
     MIN(`timestamp`) AS `first_seen`,

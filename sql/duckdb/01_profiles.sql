@@ -12,8 +12,11 @@ FROM (
   SELECT
     "profile_id",
     "anonymous_id",
-    ARG_MIN("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
-    MIN(CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_at",
+    ARG_MIN(
+      "user_id",
+      CASE WHEN NOT "user_id" IS NULL THEN {'ts': "timestamp", 'm': "message_id"} END
+    ) AS "user_id",
+    MIN(CASE WHEN NOT "user_id" IS NULL THEN {'ts': "timestamp", 'm': "message_id"} END) AS "user_at",
     ARG_MAX(
       LOWER(
         TRIM(
@@ -32,7 +35,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN {'ts': "timestamp", 'm': "message_id"}
       END
     ) AS "email",
     MAX(
@@ -45,7 +48,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN {'ts': "timestamp", 'm': "message_id"}
       END
     ) AS "email_at",
     MIN("timestamp") AS "first_seen",

@@ -12,8 +12,19 @@ FROM (
   SELECT
     "profile_id",
     "anonymous_id",
-    ARG_MIN("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
-    MIN(CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_at",
+    ARG_MIN(
+      "user_id",
+      CASE
+        WHEN NOT "user_id" IS NULL
+        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
+      END
+    ) AS "user_id",
+    MIN(
+      CASE
+        WHEN NOT "user_id" IS NULL
+        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
+      END
+    ) AS "user_at",
     ARG_MAX(
       LOWER(
         TRIM(
@@ -32,7 +43,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
       END
     ) AS "email",
     MAX(
@@ -45,7 +56,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
       END
     ) AS "email_at",
     MIN("timestamp") AS "first_seen",

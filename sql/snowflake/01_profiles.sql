@@ -12,8 +12,19 @@ FROM (
   SELECT
     "profile_id",
     "anonymous_id",
-    MIN_BY("user_id", CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_id",
-    MIN(CASE WHEN NOT "user_id" IS NULL THEN "timestamp" END) AS "user_at",
+    MIN_BY(
+      "user_id",
+      CASE
+        WHEN NOT "user_id" IS NULL
+        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+      END
+    ) AS "user_id",
+    MIN(
+      CASE
+        WHEN NOT "user_id" IS NULL
+        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+      END
+    ) AS "user_at",
     MAX_BY(
       LOWER(
         TRIM(
@@ -32,7 +43,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
       END
     ) AS "email",
     MAX(
@@ -45,7 +56,7 @@ FROM (
             )
           )
         ) IS NULL
-        THEN "timestamp"
+        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
       END
     ) AS "email_at",
     MIN("timestamp") AS "first_seen",
