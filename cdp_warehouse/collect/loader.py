@@ -2,6 +2,8 @@
 
 Idempotent on ``message_id``: the first copy landed wins (within a file and across loads).
 Invalid messages never fail the load; they go to ``rejected_messages`` with their reason.
+With a tracking plan, each source's mode applies here, so ``cdp load`` and ``cdp serve`` agree:
+``flag`` records violations, ``block`` quarantines violating messages (cdp_warehouse.tracking).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from sqlglot import exp
 from cdp_warehouse.collect.messages import InvalidMessage, landing_row
 from cdp_warehouse.errors import LoadError
 from cdp_warehouse.specs import ResolvedProject
+from cdp_warehouse.tracking import alerts
+from cdp_warehouse.tracking.guard import IngestGuard
+from cdp_warehouse.tracking.models import TrackingPlan
 from cdp_warehouse.warehouses.base import LANDING_COLUMNS, REJECTED_COLUMNS, Warehouse
 
 BATCH_ROWS = 200_000
@@ -33,6 +38,9 @@ class LoadResult:
     inserted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    flagged: int = 0  # landed, with tracking-plan violations recorded
+    blocked: int = 0  # held back by a `block` source, in quarantined_messages
+    violations: int = 0  # tracking_plan_violations rows written
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason), first few
 
 
@@ -102,10 +110,18 @@ def land_messages(
     source: str = "load",
     now: datetime | None = None,
     on_progress: Callable[[int], None] | None = None,
+    tracking_plan: TrackingPlan | None = None,
+    amend_row: Callable[[dict[str, Any], Any], None] | None = None,
 ) -> LoadResult:
     """Land messages (dicts, or ``(origin, dict)`` pairs); invalid ones go to
-    ``rejected_messages`` with their reason."""
+    ``rejected_messages`` with their reason. The source's tracking-plan mode is enforced with
+    ``tracking_plan``, by default the project's plan file (a bad plan raises SpecError before
+    anything is written). ``amend_row(row, message)``, when given, may adjust each landing row
+    after ``landing_row`` (warehouse exports keep their ``sent_at`` this way without a second
+    clock-skew correction, cdp_warehouse.collect.exports); an InvalidMessage it raises rejects
+    the message."""
     warehouse.ensure_landing(project)
+    guard = IngestGuard.for_source(project, warehouse, source, tracking_plan)
     events = exp.table_("events", db=project.raw_schema, quoted=True)
     rejected_table = exp.table_("rejected_messages", db=project.raw_schema, quoted=True)
     result = LoadResult()
@@ -117,11 +133,16 @@ def land_messages(
         # Messages and rejections of a batch commit together; both skip what an earlier load
         # of the same input already wrote, so re-loading a file is a no-op.
         with warehouse.transaction():
+            if guard is not None:
+                settled = guard.settle(warehouse, batch, now.astimezone(UTC).replace(tzinfo=None))
+                result.flagged += settled.flagged
+                result.blocked += settled.blocked
+                result.violations += settled.violations
             if batch:
                 inserted = warehouse.insert_arrow(events, _arrow(list(batch.values()), LANDING_COLUMNS),
                                                   skip_existing_key="message_id")
                 result.inserted += inserted
-                result.duplicates += len(batch) - inserted
+                result.duplicates += len(batch) - inserted  # blocked rows left the batch
             if rejected:
                 warehouse.insert_arrow(rejected_table, _arrow(list(rejected.values()), REJECTED_COLUMNS),
                                        skip_existing_key="rejection_id")
@@ -137,6 +158,8 @@ def land_messages(
             if isinstance(message, Unreadable):
                 raise InvalidMessage(str(message))
             row = landing_row(message, source=source, now=now)
+            if amend_row is not None:
+                amend_row(row, message)
         except InvalidMessage as error:
             result.rejected += 1
             if len(result.rejections) < 20:
@@ -152,7 +175,14 @@ def land_messages(
             result.duplicates += 1  # first copy wins
         else:
             batch[row["message_id"]] = row
+            if guard is not None:
+                guard.inspect(row, message, origin)
         if len(batch) >= BATCH_ROWS:
             flush()
     flush()
+    if guard is not None and result.violations:
+        # a new kind of violation is posted once (to Slack), not once per event
+        with warehouse.transaction():
+            alerts.record_new_kinds(project, warehouse, now.astimezone(UTC).replace(tzinfo=None))
+        alerts.post_pending(project, warehouse)
     return result
