@@ -20,6 +20,9 @@ demo: $(BIN)/cdp
 	$(BIN)/cdp run
 	$(BIN)/cdp preview high_value_user
 	$(BIN)/cdp preview churn_risk
+	@echo
+	@echo "Open the Dagster UI on this project: DAGSTER_HOME=$$PWD/dagster_home $(BIN)/dagster dev -m cdp_warehouse.definitions"
+	@echo "(then http://127.0.0.1:3000; syncs need the destinations' variables, see docs/sync.md)"
 
 test: $(BIN)/cdp
 	$(BIN)/python -m pytest
