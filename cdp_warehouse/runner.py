@@ -83,6 +83,29 @@ def run(
     return result
 
 
+@dataclass(frozen=True)
+class ExplainedModel:
+    table: str
+    sql: str  # as the warehouse runs it
+    plan: str  # the warehouse's EXPLAIN
+
+
+def explain(project: ResolvedProject, warehouse: Warehouse, as_of: datetime,
+            select: Sequence[str] | None = None) -> list[ExplainedModel]:
+    """`cdp run --explain`: each model's SQL and the warehouse's plan for it. A model's plan
+    needs the tables before it, so the run happens inside a transaction that is rolled back:
+    nothing is kept."""
+    explained: list[ExplainedModel] = []
+
+    def record(table: str, query: exp.Query) -> None:
+        explained.append(ExplainedModel(table, warehouse.render(query, pretty=True), warehouse.explain(query)))
+
+    with warehouse.transaction(rollback=True):
+        warehouse.ensure_landing(project)
+        materialise(project, warehouse, as_of, select, explain=record)
+    return explained
+
+
 def materialise(
     project: ResolvedProject,
     warehouse: Warehouse,
@@ -91,8 +114,10 @@ def materialise(
     on_step: Callable[[str], None] | None = None,
     *,
     full_refresh: bool = False,
+    explain: Callable[[str, exp.Query], None] | None = None,
 ) -> RunResult:
-    """The statements of a run, inside the caller's transaction (landing tables exist)."""
+    """The statements of a run, inside the caller's transaction (landing tables exist).
+    ``explain(table, select)`` is called before each model is built."""
     previous = warehouse.columns(project.models_schema, PROFILE_TRAITS)
     carry_over = bool(select) and bool(previous)
     options = {"dialect": warehouse.dialect, "aggregates_table": SCRATCH_AGGREGATES}
@@ -125,6 +150,8 @@ def materialise(
         previous_traits = exp.select("*").from_(models_table(project, PROFILE_TRAITS))
         step("traits", create_as(exp.to_table(PREVIOUS_TRAITS), previous_traits, temporary=True))
     for model in plan.models:
+        if explain:
+            explain(model.table, model.select)
         if model.table == AGGREGATES:
             step(model.table, create_as(SCRATCH_AGGREGATES.copy(), model.select, temporary=True))
         elif model.table != AUDIENCE_MEMBERS:

@@ -178,7 +178,6 @@ def stitch(
             events=events_table(project), as_of=as_of, messages=state["messages"]), temporary=True))
         new_raw = _identifiers(project, t["new_events"], None)
     run(create_as(t["new_raw"], new_raw, temporary=True))
-    messages = warehouse.fetch(_sql("SELECT COUNT(DISTINCT message_id) FROM :r", r=t["new_raw"]))[0][0]
     # New identifiers take the next numbers, in no particular order: no result depends on a
     # node's number, and numbering without a sort spares one over every identifier.
     run(exp.insert(_sql("""
@@ -193,7 +192,10 @@ def stitch(
         FROM :new_raw AS h JOIN :nodes AS n ON n.cls = h.cls AND n.value = h.value""",
         new_raw=t["new_raw"], nodes=state["nodes"]), temporary=True))
     run(exp.insert(exp.select("*").from_(t["new"].copy()), state["hits"].copy()))
+    # messages read = rows the state gains (a table's count is cheap; a COUNT(DISTINCT) was not)
+    stitched_before = count(state["messages"])
     run(exp.insert(_sql("SELECT DISTINCT message_id FROM :new", new=t["new"]), state["messages"].copy()))
+    messages = count(state["messages"]) - stitched_before
     loose = merge_components(warehouse, state["nodes"], _sql(
         "SELECT node AS a, MIN(node) OVER (PARTITION BY message_id) AS b FROM :new", new=t["new"]), rewrite=full)
     run(exp.Delete(this=state["state"].copy()))
@@ -269,12 +271,17 @@ def _apply_rules(project: ResolvedProject, warehouse: Warehouse, scope_hits: exp
         exp.alias_(_rank(priority(project)), "id_rank", quoted=True),
         exp.alias_(_sql("node * 2 + CASE WHEN id_type = 'anonymous_id' THEN 1 ELSE 0 END"), "node", quoted=True),
     ).from_(t["typed"].copy()), temporary=True))
+    # Where STRUCTs are not values (PostgreSQL), the same picks as one ARG_MIN per field.
+    structs = warehouse.struct_values
     run(create_as(t["nodes"], _sql("""
         SELECT node, id_type, value, id_rank, STRUCT_EXTRACT(earliest, 'ts') AS first_ts,
                STRUCT_EXTRACT(earliest, 'm') AS first_message
         FROM (SELECT node, ANY_VALUE(id_type) AS id_type, ANY_VALUE(value) AS value, ANY_VALUE(id_rank) AS id_rank,
                      MIN(STRUCT_PACK(ts := ts, m := message_id)) AS earliest
-              FROM :hits GROUP BY node)""", hits=t["hits"]), temporary=True))
+              FROM :hits GROUP BY node)""" if structs else """
+        SELECT node, ANY_VALUE(id_type) AS id_type, ANY_VALUE(value) AS value, ANY_VALUE(id_rank) AS id_rank,
+               MIN(ts) AS first_ts, ARG_MIN(message_id, STRUCT_PACK(ts := ts, m := message_id)) AS first_message
+        FROM :hits GROUP BY node""", hits=t["hits"]), temporary=True))
 
     # Rule 1: accounts are user ids joined by aliases.
     alias_links = _sql("""
@@ -325,17 +332,21 @@ def _apply_rules(project: ResolvedProject, warehouse: Warehouse, scope_hits: exp
     # identifier of the highest priority type. The key's value is the profile id (readable and
     # stable); it is prefixed with its type for other types and when two keys share a value
     # (such keys are one loose node, so they are always stitched in the same run).
+    key_order = """STRUCT_PACK(
+              c := CASE n.id_type WHEN 'user_id' THEN 0 WHEN 'anonymous_id' THEN 1 ELSE 2 END,
+              r := n.id_rank, ts := n.first_ts, m := n.first_message, v := n.value)"""
+    picks = ("""
+          SELECT entity, STRUCT_EXTRACT(pick, 't') AS key_type, STRUCT_EXTRACT(pick, 'v') AS key FROM (
+            SELECT e.entity, ARG_MIN(STRUCT_PACK(t := n.id_type, v := n.value), """ + key_order + """) AS pick
+            FROM :entities AS e JOIN :nodes AS n ON n.node = e.node GROUP BY e.entity)""" if structs else """
+          SELECT e.entity, ARG_MIN(n.id_type, """ + key_order + """) AS key_type,
+                 ARG_MIN(n.value, """ + key_order + """) AS key
+          FROM :entities AS e JOIN :nodes AS n ON n.node = e.node GROUP BY e.entity""")
     run(create_as(t["keys"], _sql("""
         SELECT entity, key_type, key,
                CASE WHEN key_type IN ('user_id', 'anonymous_id') AND COUNT(*) OVER (PARTITION BY key) = 1
                     THEN key ELSE key_type || ':' || key END AS profile_id
-        FROM (
-          SELECT entity, STRUCT_EXTRACT(pick, 't') AS key_type, STRUCT_EXTRACT(pick, 'v') AS key FROM (
-            SELECT e.entity, ARG_MIN(STRUCT_PACK(t := n.id_type, v := n.value), STRUCT_PACK(
-              c := CASE n.id_type WHEN 'user_id' THEN 0 WHEN 'anonymous_id' THEN 1 ELSE 2 END,
-              r := n.id_rank, ts := n.first_ts, m := n.first_message, v := n.value)) AS pick
-            FROM :entities AS e JOIN :nodes AS n ON n.node = e.node GROUP BY e.entity))""",
-        entities=t["entities"], nodes=t["nodes"]), temporary=True))
+        FROM (""" + picks + ")", entities=t["entities"], nodes=t["nodes"]), temporary=True))
     identity_map = _sql("""
         SELECT n.id_type AS identifier_type, n.value AS identifier, k.profile_id
         FROM :nodes AS n JOIN :entities AS e ON e.node = n.node JOIN :keys AS k ON k.entity = e.entity""",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from cdp_warehouse.compiler.dialects import binary_order
 from cdp_warehouse.compiler.fragments import json_text
 from cdp_warehouse.specs import ResolvedProject
 
@@ -90,14 +91,16 @@ def _when_present(value: exp.Expression, then: exp.Expression) -> exp.Case:
     return exp.Case().when(exp.Not(this=exp.Is(this=value.copy(), expression=exp.null())), then)
 
 
-def profiles_select(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
+def profiles_select(project: ResolvedProject, as_of: exp.Expression, dialect: str = "duckdb") -> exp.Select:
     """``profiles(profile_id, user_id, email, anonymous_ids, first_seen, last_seen)``."""
     if project.config.identity.stitch:
-        return _profiles_stitched(project, as_of)
+        return _profiles_stitched(project, as_of, dialect)
+    if dialect == "postgres":
+        return _profiles_one_pass(project, as_of)
     return _profiles_from_messages(project, as_of)
 
 
-def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
+def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression, dialect: str) -> exp.Select:
     """Stitched profiles: ``user_id`` is the user id that keys the profile (its earliest),
     ``email`` the latest from its messages, ``anonymous_ids`` are those the identity map gives the profile (a shared device is listed
     once, on the profile that owns it).
@@ -125,9 +128,8 @@ def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.S
         exp.select(
             col("profile_id"),
             # stating NULLS FIRST keeps BigQuery's default (there are no nulls)
-            alias(exp.ArrayAgg(this=exp.Order(this=col("identifier"),
-                                              expressions=[exp.Ordered(this=col("identifier"), nulls_first=True)])),
-                  "anonymous_ids"),
+            alias(exp.ArrayAgg(this=exp.Order(this=col("identifier"), expressions=[
+                exp.Ordered(this=binary_order(col("identifier"), dialect), nulls_first=True)])), "anonymous_ids"),
         )
         .from_(exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True))
         .where(col("identifier_type").eq(exp.Literal.string("anonymous_id")))
@@ -141,6 +143,33 @@ def _profiles_stitched(project: ResolvedProject, as_of: exp.Expression) -> exp.S
         .join(exp.alias_(devices.subquery(), "d"), on=col("profile_id", "d").eq(col("profile_id", "m")), join_type="left")
         .join(exp.alias_(exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True), "k"),
               on=col("profile_id", "k").eq(col("profile_id", "m")), join_type="left")
+    )
+
+
+def _profiles_one_pass(project: ResolvedProject, as_of: exp.Expression) -> exp.Select:
+    """Profiles keyed ``coalesce(user_id, anonymous_id)`` in one GROUP BY, for warehouses whose
+    aggregates cannot return a STRUCT (the two-stage form below keeps one per device).
+    Same rows as ``_profiles_from_messages``."""
+    ts = exp.column("timestamp", quoted=True)
+    user_id, email, anonymous_id = exp.column("user_id", quoted=True), message_email(), exp.column("anonymous_id", quoted=True)
+    ordered_id = binary_order(anonymous_id.copy(), "postgres")
+    anonymous_ids = exp.Filter(
+        this=exp.ArrayAgg(this=exp.Order(this=exp.Distinct(expressions=[ordered_id]),
+                                         expressions=[exp.Ordered(this=ordered_id.copy(), nulls_first=True)])),
+        expression=exp.Where(this=exp.Not(this=exp.Is(this=anonymous_id.copy(), expression=exp.null()))),
+    )
+    return (
+        exp.select(
+            exp.column("profile_id", quoted=True),
+            exp.alias_(exp.ArgMin(this=user_id.copy(), expression=_when_present(user_id, _order_key())), "user_id",
+                       quoted=True),
+            exp.alias_(exp.ArgMax(this=email.copy(), expression=_when_present(email, _order_key())), "email", quoted=True),
+            exp.alias_(anonymous_ids, "anonymous_ids", quoted=True),
+            exp.alias_(exp.Min(this=ts.copy()), "first_seen", quoted=True),
+            exp.alias_(exp.Max(this=ts.copy()), "last_seen", quoted=True),
+        )
+        .from_(exp.alias_(profiled_events(project, as_of).subquery(), "e"))
+        .group_by(exp.column("profile_id", quoted=True))
     )
 
 

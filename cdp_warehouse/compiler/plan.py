@@ -17,6 +17,7 @@ from sqlglot import exp
 
 from cdp_warehouse.asof import naive_utc
 from cdp_warehouse.compiler import audiences as audience_sql
+from cdp_warehouse.compiler.dialects import binary_order, lower
 from cdp_warehouse.compiler.fragments import column_parts, did_you_mean, safe_division
 from cdp_warehouse.compiler.identity import profiled_events, profiles_select
 from cdp_warehouse.compiler.traits import (
@@ -121,7 +122,7 @@ def compile_project(
     counts = audience_sql.event_counts([project.audiences[name] for name in evaluated])
 
     models = (
-        Model(PROFILES, profiles_select(project, as_of_expr), "one row per profile"),
+        Model(PROFILES, profiles_select(project, as_of_expr, dialect), "one row per profile"),
         Model(AGGREGATES, _aggregates_select(project, trait_names, counts, as_of_expr, dialect),
               "the fused aggregate pass: event-level traits and audience event counts"),
         Model(PROFILE_TRAITS, _profile_traits_select(project, aggregates, trait_names, previous_traits),
@@ -129,6 +130,8 @@ def compile_project(
         Model(AUDIENCE_MEMBERS, _audience_members_select(project, aggregates, audience_names, counts, as_of_expr),
               "members of every audience at as-of, with their split"),
     )
+    # DuckDB constructs the other dialect lacks become their portable equivalents.
+    models = tuple(Model(m.table, lower(m.select, dialect), m.description) for m in models)
     return CompiledPlan(dialect=dialect, as_of=as_of_expr, traits=tuple(trait_names), audiences=tuple(audience_names), models=models)
 
 
@@ -151,9 +154,12 @@ def _aggregates_select(project, trait_names, counts, as_of, dialect) -> exp.Sele
     aggregates = exp.select(*columns).from_("events").group_by(_quoted("profile_id"))
 
     query = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("aggregates")))
-    query = query.with_("events", as_=profiled_events(project, as_of))
+    # PostgreSQL materialises a CTE read twice (aggregates and most_frequent): a copy of every
+    # event row. Reading the landing table twice is cheaper (measured 1.6 s vs 2.3 s at 1M).
+    inline = False if dialect == "postgres" else None
+    query = query.with_("events", as_=profiled_events(project, as_of), materialized=inline)
     if most_frequent:
-        query = _with_most_frequent(query, most_frequent, as_of)
+        query = _with_most_frequent(query, most_frequent, as_of, dialect)
         query = query.select(*(_quoted(t.name, "most_frequent") for t in most_frequent))
     query = query.with_("aggregates", as_=aggregates).from_("aggregates")
     if most_frequent:
@@ -161,7 +167,7 @@ def _aggregates_select(project, trait_names, counts, as_of, dialect) -> exp.Sele
     return query
 
 
-def _with_most_frequent(query: exp.Select, traits, as_of) -> exp.Select:
+def _with_most_frequent(query: exp.Select, traits, as_of, dialect: str = "duckdb") -> exp.Select:
     """Commonest value per profile; ties go to the value whose latest occurrence is latest.
 
     All most_frequent traits share one (profile, trait, value) count, fed by one UNION ALL.
@@ -190,7 +196,7 @@ def _with_most_frequent(query: exp.Select, traits, as_of) -> exp.Select:
         order=exp.Order(expressions=[
             exp.Ordered(this=_quoted("n"), desc=True, nulls_first=False),
             exp.Ordered(this=_quoted("last_at"), desc=True, nulls_first=False),
-            exp.Ordered(this=_quoted("value"), nulls_first=True),
+            exp.Ordered(this=binary_order(_quoted("value"), dialect), nulls_first=True),
         ]),
     )
     ranked = exp.select(_quoted("profile_id"), _quoted("trait"), _quoted("value"),

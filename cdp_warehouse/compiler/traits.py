@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlglot import exp
 
 from cdp_warehouse.asof import Window
+from cdp_warehouse.compiler.dialects import binary_order
 from cdp_warehouse.compiler.fragments import as_number, json_text, rewrite_event_fragment
 from cdp_warehouse.compiler.identity import EVENT_TYPES
 from cdp_warehouse.specs import ResolvedTrait
@@ -140,7 +141,7 @@ def trait_aggregate(trait: ResolvedTrait, as_of: exp.Expression, dialect: str = 
     if kind == "count_distinct":
         return exp.Count(this=exp.Distinct(expressions=[_when(condition, text)]))
     if kind == "unique":
-        value = _when(condition.copy(), text.copy())
+        value = binary_order(_when(condition.copy(), text.copy()), dialect)  # code-point order
         ordered = exp.Order(
             this=exp.Distinct(expressions=[value]),
             expressions=[exp.Ordered(this=value.copy(), nulls_first=True)],

@@ -6,19 +6,21 @@ from cdp_warehouse.errors import CdpError
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse
 from cdp_warehouse.warehouses.duckdb import DuckDBWarehouse
+from cdp_warehouse.warehouses.postgres import PostgresWarehouse
 
-WAREHOUSES: dict[str, type[Warehouse]] = {"duckdb": DuckDBWarehouse}
+WAREHOUSES: dict[str, type[Warehouse]] = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse}
 
 
-def connect(project: ResolvedProject) -> Warehouse:
-    """Open the project's warehouse."""
+def connect(project: ResolvedProject, *, wait_for_lock: bool = True) -> Warehouse:
+    """Open the project's warehouse. ``wait_for_lock``: wait a little for another process
+    that holds it (DuckDB files have one writer); the collector retries on its own."""
     kind = project.config.warehouse.type
     if kind not in WAREHOUSES:
         raise CdpError(
             f"warehouse type {kind!r} is not supported by this version yet",
-            hint="use `type: duckdb`; `cdp compile --dialect " + kind + "` writes SQL for it",
+            hint="use `type: duckdb` or `type: postgres`; `cdp compile --dialect " + kind + "` writes SQL for it",
         )
-    return WAREHOUSES[kind].open(project)
+    return WAREHOUSES[kind].open(project, wait_for_lock=wait_for_lock)
 
 
 __all__ = ["WAREHOUSES", "Warehouse", "connect"]

@@ -9,6 +9,7 @@ from typing import Any, Self
 
 from sqlglot import exp
 
+from cdp_warehouse.compiler.dialects import lower
 from cdp_warehouse.specs import ResolvedProject
 
 # The landing table (spec section 1); column order is the insert order of loaders.
@@ -62,19 +63,47 @@ def create_as(table: exp.Table, select: exp.Query, *, temporary: bool = False) -
 
 
 class Warehouse(ABC):
-    """A connection to one warehouse. SQL arrives as sqlglot trees and is rendered here."""
+    """A connection to one warehouse. SQL arrives as sqlglot trees and is rendered here.
+
+    Trees are written with DuckDB's vocabulary where it is the clearest; ``render`` lowers
+    them for the warehouse's dialect (``compiler.dialects``). Capability flags tell callers
+    what a warehouse can do beyond that common subset.
+
+    What every implementation guarantees for the statements it executes:
+    - ``create_as(table, select)`` (CREATE OR REPLACE TABLE) replaces ``table`` atomically,
+      and ``select`` may read the table it replaces;
+    - DDL inside ``transaction()`` commits or rolls back with the data;
+    - a temporary table (``create_as(..., temporary=True)``) is seen by this session only,
+      and its unqualified name is found before any permanent table of the same name;
+    - ``insert_arrow(..., skip_existing_key=k)`` is an idempotent merge on ``k`` (loads,
+      rejections and the tracking-plan tables rely on it).
+    """
 
     dialect: str
+    # One process may write at a time (a DuckDB file); others queue or fail fast.
+    single_writer: bool = False
+    # STRUCT values can be built, compared, aggregated (MIN, ARG_MIN) and read back by field.
+    struct_values: bool = False
+    # ``explain`` shows the planner's estimates (rows, cost) without running the statement.
+    explain_estimates: bool = True
 
     @classmethod
     @abstractmethod
-    def open(cls, project: ResolvedProject) -> Warehouse: ...
+    def open(cls, project: ResolvedProject, *, wait_for_lock: bool = True) -> Warehouse: ...
 
     @abstractmethod
     def execute(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None: ...
 
     @abstractmethod
     def fetch(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[tuple]: ...
+
+    @abstractmethod
+    def fetch_arrow(self, query: exp.Expression | str) -> Any:
+        """The rows of ``query`` as an Arrow table."""
+
+    @abstractmethod
+    def duplicate(self) -> Warehouse:
+        """A second connection to the same warehouse, for another thread."""
 
     @abstractmethod
     def insert_arrow(self, table: exp.Table, rows: Any, *, skip_existing_key: str | None = None) -> int:
@@ -93,8 +122,15 @@ class Warehouse(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    def render(self, statement: exp.Expression | str) -> str:
-        return statement if isinstance(statement, str) else statement.sql(dialect=self.dialect)
+    def render(self, statement: exp.Expression | str, *, pretty: bool = False) -> str:
+        """SQL text for this warehouse; text passes through as written."""
+        if isinstance(statement, str):
+            return statement
+        return lower(statement, self.dialect).sql(dialect=self.dialect, pretty=pretty)
+
+    def explain(self, statement: exp.Expression | str) -> str:
+        """The warehouse's plan for ``statement`` (its EXPLAIN, as text); nothing is run."""
+        raise NotImplementedError
 
     def fetch_dicts(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[dict]:
         raise NotImplementedError

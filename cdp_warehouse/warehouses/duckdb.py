@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -13,9 +14,13 @@ from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse
 
+LOCK_WAIT_SECONDS = 10.0  # how long to wait for another process's write lock on the file
+
 
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
+    single_writer = True
+    struct_values = True
 
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: str) -> None:
         self.connection = connection
@@ -24,7 +29,7 @@ class DuckDBWarehouse(Warehouse):
         self._run("SET TimeZone = 'UTC'")
 
     @classmethod
-    def open(cls, project: ResolvedProject) -> DuckDBWarehouse:
+    def open(cls, project: ResolvedProject, *, wait_for_lock: bool = True) -> DuckDBWarehouse:
         config = project.config.warehouse
         path = config.path
         if path != ":memory:":
@@ -36,11 +41,18 @@ class DuckDBWarehouse(Warehouse):
             settings["memory_limit"] = config.memory_limit
         if config.threads:
             settings["threads"] = config.threads
-        try:
-            connection = duckdb.connect(path, config=settings)
-        except duckdb.Error as error:
-            raise WarehouseError(f"cannot open DuckDB file {path}: {error}",
-                                 hint="is another process (cdp serve, dagster) writing to it?") from error
+        deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait_for_lock else 0.0)
+        while True:
+            try:
+                connection = duckdb.connect(path, config=settings)
+                break
+            except duckdb.Error as error:
+                # `cdp serve` holds the file for a moment per flush: wait for it to let go.
+                if "lock" in str(error).lower() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                raise WarehouseError(f"cannot open DuckDB file {path}: {str(error).splitlines()[0]}",
+                                     hint="is another process (cdp serve, dagster) writing to it?") from error
         return cls(connection, path)
 
     def _cursor(self, sql: str, parameters: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
@@ -63,6 +75,22 @@ class DuckDBWarehouse(Warehouse):
         cursor = self._cursor(self.render(query), parameters)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def fetch_arrow(self, query: exp.Expression | str) -> Any:
+        try:
+            return self.connection.sql(self.render(query)).to_arrow_table()
+        except duckdb.Error as error:
+            raise WarehouseError(str(error).splitlines()[0]) from error
+
+    def explain(self, statement: exp.Expression | str) -> str:
+        """``EXPLAIN``: the physical plan with DuckDB's estimated cardinalities."""
+        rows = self._cursor("EXPLAIN " + self.render(statement)).fetchall()
+        return "\n".join(str(row[-1]) for row in rows)
+
+    def duplicate(self) -> DuckDBWarehouse:
+        """Another connection to the same database (its own transactions and temporary
+        tables), for work on another thread."""
+        return DuckDBWarehouse(self.connection.cursor(), self.path)
 
     def columns(self, schema: str, table: str) -> list[str]:
         rows = self.fetch(
@@ -87,6 +115,9 @@ class DuckDBWarehouse(Warehouse):
                                   .eq(exp.column(skip_existing_key, table="i", quoted=True))))
                 select = select.where(exp.Not(this=exp.Exists(this=already)))
             insert = exp.insert(select, table.copy(), columns=[exp.to_identifier(n, quoted=True) for n in names])
+            if not skip_existing_key:
+                self.execute(insert)
+                return rows.num_rows
             count = exp.select(exp.Count(this=exp.Star())).from_(table.copy())
             before = self.fetch(count)[0][0]
             self.execute(insert)

@@ -2,76 +2,59 @@
 -- compiled by cdp_warehouse for postgres; do not edit (run `cdp compile`)
 SELECT
   "profile_id",
-  ARG_MIN("user_id", "user_at") AS "user_id",
-  ARG_MAX("email", "email_at") AS "email",
-  ARRAY_AGG("anonymous_id" ORDER BY "anonymous_id" NULLS FIRST) FILTER(WHERE
-    NOT "anonymous_id" IS NULL) AS "anonymous_ids",
-  MIN("first_seen") AS "first_seen",
-  MAX("last_seen") AS "last_seen"
-FROM (
-  SELECT
-    "profile_id",
-    "anonymous_id",
-    ARG_MIN(
-      "user_id",
-      CASE
-        WHEN NOT "user_id" IS NULL
-        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
-      END
-    ) AS "user_id",
-    MIN(
-      CASE
-        WHEN NOT "user_id" IS NULL
-        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
-      END
-    ) AS "user_at",
-    ARG_MAX(
+  (
+    ARRAY_AGG("user_id" ORDER BY "timestamp" ASC, "message_id" ASC) FILTER(WHERE
+      (
+        NOT "user_id" IS NULL
+      ))
+  )[1] AS "user_id",
+  (
+    ARRAY_AGG(
       LOWER(
         TRIM(
           COALESCE(
-            CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-            JSON_EXTRACT_PATH_TEXT("context", 'traits', 'email')
+            CASE WHEN "type" = 'identify' THEN (
+              "traits" ->> 'email'
+            ) END,
+            (
+              "context" -> 'traits' ->> 'email'
+            )
           )
         )
-      ),
-      CASE
-        WHEN NOT LOWER(
+      ) ORDER BY "timestamp" DESC NULLS LAST, "message_id" DESC NULLS LAST
+    ) FILTER(WHERE
+      (
+        NOT LOWER(
           TRIM(
             COALESCE(
-              CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-              JSON_EXTRACT_PATH_TEXT("context", 'traits', 'email')
+              CASE WHEN "type" = 'identify' THEN (
+                "traits" ->> 'email'
+              ) END,
+              (
+                "context" -> 'traits' ->> 'email'
+              )
             )
           )
         ) IS NULL
-        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
-      END
-    ) AS "email",
-    MAX(
-      CASE
-        WHEN NOT LOWER(
-          TRIM(
-            COALESCE(
-              CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-              JSON_EXTRACT_PATH_TEXT("context", 'traits', 'email')
-            )
-          )
-        ) IS NULL
-        THEN STRUCT("timestamp" AS ts, "message_id" AS m)
-      END
-    ) AS "email_at",
-    MIN("timestamp") AS "first_seen",
-    MAX("timestamp") AS "last_seen"
-  FROM (
-    SELECT
-      COALESCE("user_id", "anonymous_id") AS "profile_id",
-      *
-    FROM "raw"."events"
-    WHERE
-      "timestamp" < CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP)
-  ) AS e
-  GROUP BY
-    "profile_id",
-    "anonymous_id"
-) AS per_device
+      ))
+  )[1] AS "email",
+  ARRAY_AGG(
+    DISTINCT (
+      "anonymous_id"
+    ) COLLATE "C" ORDER BY (
+      "anonymous_id"
+    ) COLLATE "C" NULLS FIRST
+  ) FILTER(WHERE
+    NOT "anonymous_id" IS NULL) AS "anonymous_ids",
+  MIN("timestamp") AS "first_seen",
+  MAX("timestamp") AS "last_seen"
+FROM (
+  SELECT
+    COALESCE("user_id", "anonymous_id") AS "profile_id",
+    *
+  FROM "raw"."events"
+  WHERE
+    "timestamp" < CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP)
+) AS e
 GROUP BY
   "profile_id";

@@ -1,6 +1,6 @@
 -- "cdp"."_profile_aggregates": the fused aggregate pass: event-level traits and audience event counts
 -- compiled by cdp_warehouse for postgres; do not edit (run `cdp compile`)
-WITH events AS (
+WITH events AS NOT MATERIALIZED (
   SELECT
     COALESCE("user_id", "anonymous_id") AS "profile_id",
     *
@@ -11,7 +11,9 @@ WITH events AS (
   SELECT
     "profile_id",
     'favorite_report_type' AS "trait",
-    JSON_EXTRACT_PATH_TEXT("properties", 'report_type') AS "value",
+    (
+      "properties" ->> 'report_type'
+    ) AS "value",
     "timestamp"
   FROM events
   WHERE
@@ -22,7 +24,9 @@ WITH events AS (
         CAST(CURRENT_TIMESTAMP AT TIME ZONE 'UTC' AS TIMESTAMP) - INTERVAL '90 DAY'
       )
     )
-    AND NOT JSON_EXTRACT_PATH_TEXT("properties", 'report_type') IS NULL
+    AND NOT (
+      "properties" ->> 'report_type'
+    ) IS NULL
 ), most_frequent_counts AS (
   SELECT
     "profile_id",
@@ -46,7 +50,9 @@ WITH events AS (
       "value",
       ROW_NUMBER() OVER (
         PARTITION BY "profile_id", "trait"
-        ORDER BY "n" DESC NULLS LAST, "last_at" DESC NULLS LAST, "value" NULLS FIRST
+        ORDER BY "n" DESC NULLS LAST, "last_at" DESC NULLS LAST, (
+          "value"
+        ) COLLATE "C" NULLS FIRST
       ) AS "rank"
     FROM most_frequent_counts
   ) AS ranked
@@ -57,23 +63,30 @@ WITH events AS (
 ), aggregates AS (
   SELECT
     "profile_id",
-    ARG_MAX(
-      CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'plan') END,
-      CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
-        THEN "timestamp"
-      END
-    ) AS "plan",
-    ARG_MAX(
-      CASE
-        WHEN "type" = 'identify'
-        THEN JSON_EXTRACT_PATH_TEXT("traits", 'last_name')
-      END,
-      CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
-        THEN "timestamp"
-      END
-    ) AS "last_name",
+    (
+      ARRAY_AGG(
+        CASE WHEN "type" = 'identify' THEN (
+          "traits" ->> 'plan'
+        ) END ORDER BY "timestamp" DESC NULLS LAST
+      ) FILTER(WHERE
+        (
+          "type" = 'identify' AND NOT (
+            "traits" ->> 'plan'
+          ) IS NULL
+        ))
+    )[1] AS "plan",
+    (
+      ARRAY_AGG(
+        CASE WHEN "type" = 'identify' THEN (
+          "traits" ->> 'last_name'
+        ) END ORDER BY "timestamp" DESC NULLS LAST
+      ) FILTER(WHERE
+        (
+          "type" = 'identify' AND NOT (
+            "traits" ->> 'last_name'
+          ) IS NULL
+        ))
+    )[1] AS "last_name",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Report Generated'
@@ -83,7 +96,14 @@ WITH events AS (
     SUM(
       CASE
         WHEN "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed'
-        THEN CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE PRECISION)
+        THEN CASE
+          WHEN (
+            "properties" ->> 'revenue'
+          ) ~ '^\s*[+-]?([0-9]{1,200}(\.[0-9]{0,200})?|\.[0-9]{1,200})([eE][+-]?[0-9]{1,2})?\s*$'
+          THEN CAST((
+            "properties" ->> 'revenue'
+          ) AS DOUBLE PRECISION)
+        END
       END
     ) FILTER(WHERE
       "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed') AS "lifetime_revenue",
@@ -102,7 +122,9 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_PATH_TEXT("properties", 'triggered_by') = 'self-service'
+        (
+          "properties" ->> 'triggered_by'
+        ) = 'self-service'
       )) AS "upgrades",
     COUNT(*) FILTER(WHERE
       "type" IN ('track', 'page', 'screen')
