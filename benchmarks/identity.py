@@ -17,8 +17,13 @@
      (b) networkx: ``nx.Graph`` built from the same edges (fetched as Arrow first, not
          timed) + ``nx.connected_components`` + the (node, min id) labels, ``--nx-repeat``
          times.
-3. Checks that both give the same partition (component count, size histogram, and every
-   node's component min id), and the issue's targets.
+     (c) incremental: ``cdp_warehouse.graph.merge_components`` adding ~1% new edges (new
+         persons, new identifiers of known ones, edges between known components, a few
+         alias-like joins of the biggest components) to the labels of the full run, vs a
+         full ``connected_components`` over all edges (old + new), ``--repeat`` times each.
+3. Checks that (a) and (b) give the same partition (component count, size histogram, and
+   every node's component min id), that (c)'s merged labels equal the full run over all
+   edges (every node), and the issue's targets.
 
 See benchmarks/README.md for what each figure means.
 """
@@ -49,7 +54,7 @@ from rich.table import Table
 from sqlglot import exp
 
 from cdp_warehouse.compiler import components
-from cdp_warehouse.graph import connected_components
+from cdp_warehouse.graph import connected_components, merge_components
 from cdp_warehouse.warehouses.duckdb import DuckDBWarehouse
 
 DATA_DIR = HERE / ".data"
@@ -58,6 +63,7 @@ GENERATOR_VERSION = 1  # bump when the generated graph changes, to invalidate ca
 # Targets from the issue.
 TARGET_SECONDS_5M = 15.0
 TARGET_SPEEDUP = 2.5
+TARGET_INCREMENTAL_SPEEDUP = 10.0  # full run / incremental run on 1% new edges
 
 # Graph shape (see generation_sql). Edges per person ≈ 12.5 with these settings.
 EDGES_PER_PERSON = 12.5
@@ -69,6 +75,19 @@ DEVICE, EMAIL, LONG_DEVICE = 10_000_000_000, 20_000_000_000, 30_000_000_000  # l
 
 EDGES = exp.table_("edges", db="main")
 LABELS = exp.table_("cc_labels", db="main")
+
+# (c) incremental: tables kept in the graph file next to main.edges.
+INCREMENT_VERSION = 1  # bump when the new edges change, to invalidate them
+BASE_LABELS = exp.table_("inc_base_labels", db="main")  # full run over main.edges (every node)
+NEW_EDGES = exp.table_("inc_new_edges", db="main")  # the ~1% new edges
+INC_LABELS = exp.table_("inc_labels", db="main")  # base labels + new nodes, then merged
+ALL_LABELS = exp.table_("inc_all_labels", db="main")  # full run over old + new edges
+# Mix of the new edges (shares of their number): new persons (a new user_id with a new
+# device, and a new email half the time), a new identifier of a known node (a second
+# device, a new email), and an edge between two known nodes (a known visitor signs in to a
+# known account, a shared device); plus --big-joins alias-like edges chaining the biggest
+# components together.
+NEW_PERSONS_SHARE, NEW_ON_KNOWN_SHARE, KNOWN_KNOWN_SHARE = 0.55, 0.30, 0.15
 
 
 # --------------------------------------------------------------------------- generation
@@ -321,12 +340,17 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def run_child(args, worker: str, result_file: Path, labels_file: Path | None = None) -> dict:
+def child_command(args, worker: str) -> list[str]:
     command = [sys.executable, __file__, "--worker", worker, "--edges", str(args.edges),
                "--max-chain", str(args.max_chain), "--memory-limit", args.memory_limit,
-               "--result-file", str(result_file)]
+               "--new-share", str(args.new_share), "--big-joins", str(args.big_joins)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    return command
+
+
+def run_child(args, worker: str, result_file: Path, labels_file: Path | None = None) -> dict:
+    command = [*child_command(args, worker), "--result-file", str(result_file)]
     if labels_file:
         command += ["--labels-file", str(labels_file)]
     # Noise: CPU that *other* processes used meanwhile = machine busy time - the child's own.
@@ -337,6 +361,249 @@ def run_child(args, worker: str, result_file: Path, labels_file: Path | None = N
     result = json.loads(result_file.read_text())
     result["others"] = max(0.0, busy_seconds() - busy - own_cpu) / (elapsed * (os.cpu_count() or 1))
     return result
+
+
+# --------------------------------------------------------------------------- (c) incremental
+
+
+def increment_sql(meta: dict, share: float, big_joins: int) -> list[str]:
+    """Statements building ``main.inc_new_edges`` (~``share`` × edges) from ``main.edges``
+    and ``main.inc_base_labels``, and ``main.inc_meta``. Deterministic like the graph.
+
+    New node ids continue after the existing ones (``nodes .. ``), as numbering new
+    identifiers gives in stitching; existing endpoints are uniform over the existing ids
+    (so big components are hit more often, as they would be by real traffic).
+    """
+    nodes = meta["nodes"]
+    k = max(10, round(meta["edges"] * share))
+    persons = max(1, round(k * NEW_PERSONS_SHARE / 1.5))  # 1.5 edges per new person
+    on_known = max(1, round(k * NEW_ON_KNOWN_SHARE))
+    known = max(1, round(k * KNOWN_KNOWN_SHARE) - big_joins)
+    salts: dict[str, int] = {}
+
+    def uniform(column: str, stream: str) -> str:
+        salt = salts.setdefault(stream, 40 + len(salts))  # streams apart from generation_sql's
+        return f"((hash({column} * 64 + {salt}) >> 11)::DOUBLE / 9007199254740992.0)"
+
+    def existing(column: str, stream: str) -> str:
+        return f"least({nodes - 1}, floor({uniform(column, stream)} * {nodes})::BIGINT)"
+
+    new_on_known_base = nodes + 3 * persons
+    parts = [
+        # new persons: user {nodes + 3i}, device {+1}, email {+2} half the time
+        f"SELECT {nodes} + 3 * i + 1 AS a, {nodes} + 3 * i AS b, 'new device-new user' AS kind FROM range({persons}) AS r(i)",
+        (f"SELECT {nodes} + 3 * i + 2, {nodes} + 3 * i, 'new email-new user' FROM range({persons}) AS r(i) "
+         f"WHERE {uniform('i', 'email')} < 0.5"),
+        # a new identifier of a known node
+        (f"SELECT {new_on_known_base} + i, {existing('i', 'on_known')}, 'new-known' "
+         f"FROM range({on_known}) AS r(i)"),
+        # two known nodes (mostly of two different components)
+        (f"SELECT {existing('i', 'known_a')}, {existing('i', 'known_b')}, 'known-known' "
+         f"FROM range({known}) AS r(i)"),
+        # alias-like joins: the biggest components, chained (one node of each, not the root)
+        f"""SELECT node AS a, lag(node) OVER (ORDER BY size DESC, component) AS b, 'alias join of big components'
+            FROM (SELECT component, count(*) AS size, arg_max(node, hash(node)) AS node
+                  FROM {BASE_LABELS.sql('duckdb')} GROUP BY component ORDER BY size DESC, component
+                  LIMIT {big_joins + 1}) QUALIFY b IS NOT NULL""" if big_joins else None,
+    ]
+    union = "\nUNION ALL\n".join(part for part in parts if part)
+    return [
+        f"""CREATE OR REPLACE TABLE {NEW_EDGES.sql('duckdb')} AS
+SELECT a, b, any_value(kind) AS kind FROM ({union}) WHERE a <> b GROUP BY a, b
+ORDER BY hash(a * 4294967296 + b)""",
+        f"""CREATE OR REPLACE TABLE main.inc_meta AS
+SELECT {INCREMENT_VERSION} AS version, {share}::DOUBLE AS share, {big_joins} AS big_joins,
+       (SELECT count(*) FROM {NEW_EDGES.sql('duckdb')}) AS new_edges,
+       (SELECT count(*) FROM (SELECT a FROM {NEW_EDGES.sql('duckdb')} UNION SELECT b FROM {NEW_EDGES.sql('duckdb')})
+        WHERE a >= {nodes}) AS new_nodes,
+       (SELECT max(size) FROM (SELECT count(*) AS size FROM {BASE_LABELS.sql('duckdb')} GROUP BY component)
+        ) AS base_largest,
+       (SELECT map(list(kind ORDER BY kind), list(c ORDER BY kind))
+        FROM (SELECT kind, count(*) AS c FROM {NEW_EDGES.sql('duckdb')} GROUP BY kind)) AS new_edges_by_kind""",
+    ]
+
+
+def read_increment_meta(path: Path) -> dict | None:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            cursor = con.execute("SELECT * FROM main.inc_meta")
+            names = [c[0] for c in cursor.description]
+            return dict(zip(names, cursor.fetchone(), strict=True))
+    except duckdb.Error:
+        return None
+
+
+def ensure_increment(args, path: Path) -> dict:
+    """The base labels and the new edges in the graph file (prepared once, in a child)."""
+    meta = read_increment_meta(path)
+    if (args.regenerate or not meta or meta["version"] != INCREMENT_VERSION or meta["share"] != args.new_share
+            or meta["big_joins"] != args.big_joins):
+        console.print(f"preparing (c): labels of the full run and {args.new_share:.1%} new edges …")
+        started = time.perf_counter()
+        subprocess.run([*child_command(args, "inc-prepare")], check=True)
+        console.print(f"prepared in {time.perf_counter() - started:.1f} s")
+        meta = read_increment_meta(path)
+    return meta
+
+
+def inc_prepare_worker(args, path: Path) -> None:
+    warehouse = open_warehouse(path, args)
+    # The labels of a full run over the existing edges: every node (the generated graph has
+    # no isolated node, so this is every identifier).
+    connected_components(warehouse, exp.select("a", "b").from_(EDGES.copy()), BASE_LABELS.copy())
+    meta = read_meta_on(warehouse.connection)
+    for statement in increment_sql(meta, args.new_share, args.big_joins):
+        warehouse.connection.execute(statement).fetchall()
+    warehouse.connection.execute("CHECKPOINT")
+    warehouse.close()
+
+
+def read_meta_on(con: duckdb.DuckDBPyConnection) -> dict:
+    cursor = con.execute("SELECT * FROM main.bench_meta")
+    names = [c[0] for c in cursor.description]
+    return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+INC_PHASES = ("lift new edges", *PHASES[:-1], "update labels", "drop scratch")
+
+
+def inc_phase_of(statement, seen: set[str]) -> str:
+    if isinstance(statement, exp.Create) and statement.this.name == "_cc_merge_edges":
+        return "lift new edges"
+    if isinstance(statement, exp.Update):
+        return "update labels"
+    return phase_of(statement, seen)
+
+
+def measure_phases(warehouse: DuckDBWarehouse, classify) -> dict[str, list[float]]:
+    """Wrap execute/fetch on this instance: wall and CPU seconds per phase."""
+    phases: dict[str, list[float]] = {}
+    seen: set[str] = set()
+    execute, fetch = warehouse.execute, warehouse.fetch
+
+    def measured(method):
+        def wrapper(statement, parameters=None):
+            phase = classify(statement, seen)
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return method(statement, parameters)
+            finally:
+                totals = phases.setdefault(phase, [0.0, 0.0])
+                totals[0] += time.perf_counter() - wall
+                totals[1] += time.process_time() - cpu
+        return wrapper
+
+    warehouse.execute, warehouse.fetch = measured(execute), measured(fetch)
+    return phases
+
+
+def inc_worker(args, path: Path) -> dict:
+    """(c) incremental: merge_components of the new edges into the full run's labels."""
+    warehouse = open_warehouse(path, args)
+    con = warehouse.connection
+    nodes = read_meta_on(con)["nodes"]
+    # The state an incremental run starts from (not timed): every known node with its
+    # component, and the new nodes as their own component (stitching inserts them so).
+    con.execute(f"""CREATE OR REPLACE TABLE {INC_LABELS.sql('duckdb')} AS
+        SELECT node, component FROM {BASE_LABELS.sql('duckdb')}
+        UNION ALL
+        SELECT n, n FROM (SELECT a AS n FROM {NEW_EDGES.sql('duckdb')} UNION SELECT b FROM {NEW_EDGES.sql('duckdb')})
+        WHERE n >= {nodes}""").fetchall()
+    con.execute("CHECKPOINT")
+    con.execute(f"SELECT count(*), min(node), max(component) FROM {INC_LABELS.sql('duckdb')}").fetchall()  # warm-up
+    con.execute(f"SELECT count(*), min(a), max(b) FROM {NEW_EDGES.sql('duckdb')}").fetchall()
+    phases = measure_phases(warehouse, inc_phase_of)
+    reset_peak_rss()
+    started, cpu = time.perf_counter(), time.process_time()
+    result = merge_components(warehouse, INC_LABELS.copy(), exp.select("a", "b").from_(NEW_EDGES.copy()))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    rss = peak_rss_since_reset() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    changed = con.execute(f"SELECT count(*) FROM {INC_LABELS.sql('duckdb')} AS l "
+                          f"JOIN {BASE_LABELS.sql('duckdb')} AS b USING (node) WHERE l.component <> b.component"
+                          ).fetchone()[0]
+    warehouse.close()
+    return {"wall": wall, "cpu": cpu, "rss": rss, "rounds": result.rounds, "edges": result.edges,
+            "phases": phases, "relabelled": changed}
+
+
+def full_all_worker(args, path: Path) -> dict:
+    """(c) reference: a full connected_components over the old and the new edges."""
+    warehouse = open_warehouse(path, args)
+    con = warehouse.connection
+    con.execute(f"SELECT count(*), min(a), max(b) FROM (SELECT a, b FROM main.edges UNION ALL "
+                f"SELECT a, b FROM {NEW_EDGES.sql('duckdb')})").fetchall()  # warm-up, not timed
+    con.execute(f"DROP TABLE IF EXISTS {ALL_LABELS.sql('duckdb')}").fetchall()
+    phases = measure_phases(warehouse, phase_of)
+    everything = exp.union(exp.select("a", "b").from_(EDGES.copy()), exp.select("a", "b").from_(NEW_EDGES.copy()),
+                           distinct=False)
+    reset_peak_rss()
+    started, cpu = time.perf_counter(), time.process_time()
+    result = connected_components(warehouse, everything, ALL_LABELS.copy())
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    rss = peak_rss_since_reset() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    warehouse.close()
+    return {"wall": wall, "cpu": cpu, "rss": rss, "rounds": result.rounds, "edges": result.edges, "phases": phases}
+
+
+def compare_incremental(path: Path) -> bool:
+    """(c)'s merged labels vs the full run over all edges: every node's component."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        inc = partition_summary(con, INC_LABELS.sql("duckdb"))
+        full = partition_summary(con, ALL_LABELS.sql("duckdb"))
+        differing = con.execute(
+            f"SELECT count(*) FROM {INC_LABELS.sql('duckdb')} AS i FULL JOIN {ALL_LABELS.sql('duckdb')} AS f "
+            f"USING (node) WHERE i.component IS DISTINCT FROM f.component").fetchone()[0]
+        base = partition_summary(con, BASE_LABELS.sql("duckdb"))
+    table = Table(title="partition: (c) incremental (merge_components) vs full run over all edges")
+    table.add_column("")
+    table.add_column("before (full run, old edges)", justify="right")
+    table.add_column("(c) incremental", justify="right")
+    table.add_column("full, old + new edges", justify="right")
+    for key in ("nodes", "components", "largest"):
+        table.add_row(key, f"{base[key]:,}", f"{inc[key]:,}", f"{full[key]:,}")
+    console.print(table)
+    same = differing == 0 and inc == full
+    console.print(("[green]same partition[/green]" if same else "[red]PARTITIONS DIFFER[/red]")
+                  + f": every one of {full['nodes']:,} nodes checked, {differing:,} with a different "
+                    f"component (min id)")
+    return same
+
+
+def report_incremental(args, meta: dict, inc_meta: dict, runs: dict[str, list[dict]]) -> None:
+    c, full = runs["c"], runs["c_full"]
+    table = Table(title=f"(c) incremental: {inc_meta['new_edges']:,} new edges ({inc_meta['new_edges'] / meta['edges']:.2%}; "
+                        f"{inc_meta['new_nodes']:,} new nodes) on {meta['edges']:,} edges — median of {len(c)}, "
+                        f"each run in a fresh process")
+    table.add_column("method")
+    table.add_column("median s", justify="right")
+    table.add_column("min–max s", justify="right")
+    table.add_column("CPU s", justify="right")
+    table.add_column("peak RSS", justify="right")
+    table.add_column("rounds", justify="right")
+    table.add_column("edges in", justify="right")
+    for label, runs_ in (("full connected_components, old + new edges", full),
+                         ("(c) merge_components(labels, new edges)", c)):
+        table.add_row(label, f"{med(runs_, 'wall'):.2f}",
+                      f"{min(r['wall'] for r in runs_):.2f}–{max(r['wall'] for r in runs_):.2f}",
+                      f"{med(runs_, 'cpu'):.2f}", gb(max(r["rss"] for r in runs_)),
+                      "/".join(map(str, sorted({r["rounds"] for r in runs_}))), f"{runs_[0]['edges']:,}")
+    console.print(table)
+    console.print("  new edges by kind: " + ", ".join(f"{k} {v:,}" for k, v in inc_meta["new_edges_by_kind"].items())
+                  + f"; labels changed by the merge: {c[0]['relabelled']:,} of "
+                    f"{meta['nodes'] + inc_meta['new_nodes']:,}", highlight=False)
+    steps = Table(title="(c) merge_components per step (median over runs, summed over rounds)")
+    steps.add_column("")
+    names = [p for p in INC_PHASES if any(p in r["phases"] for r in c)]
+    for name in names:
+        steps.add_column(name, justify="right")
+    for label, index in (("wall s", 0), ("CPU s", 1)):
+        steps.add_row(label, *(f"{statistics.median(r['phases'].get(name, [0.0, 0.0])[index] for r in c):.3f}"
+                               for name in names))
+    console.print(steps)
+    ratio, ratio_cpu = med(full, "wall") / med(c, "wall"), med(full, "cpu") / med(c, "cpu")
+    ok = ratio >= TARGET_INCREMENTAL_SPEEDUP
+    console.print(f"full / incremental: {ratio:.1f}× wall, {ratio_cpu:.1f}× CPU (target ≥ "
+                  f"{TARGET_INCREMENTAL_SPEEDUP:.0f}×) " + ("[green]ok[/green]" if ok else "[red]MISSED[/red]"))
 
 
 # --------------------------------------------------------------------------- checks
@@ -388,12 +655,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nx-repeat", type=int, default=1, help="runs of networkx (default 1: it is slow)")
     parser.add_argument("--memory-limit", default="8GB", help="DuckDB memory_limit (default 8GB)")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (default: all cores)")
-    parser.add_argument("--methods", default="a,b", help="subset of a (SQL), b (networkx)")
+    parser.add_argument("--methods", default="a,b,c",
+                        help="subset of a (SQL), b (networkx), c (incremental: merge_components vs full)")
+    parser.add_argument("--new-share", type=float, default=0.01,
+                        help="(c): new edges as a share of the existing ones (default 0.01)")
+    parser.add_argument("--big-joins", type=int, default=20,
+                        help="(c): alias-like edges chaining the biggest components (default 20)")
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached graph file")
     parser.add_argument("--explain", action="store_true",
                         help="print EXPLAIN ANALYZE of the normalisation and round 1's large/small-star, and exit")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--worker", choices=("sql", "nx"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("sql", "nx", "inc-prepare", "inc", "full-all"), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     parser.add_argument("--labels-file", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -406,8 +678,15 @@ def main() -> None:
         return
     if args.worker:
         path = data_file(args.edges, args.max_chain)
+        if args.worker == "inc-prepare":
+            inc_prepare_worker(args, path)
+            return
         if args.worker == "sql":
             result = sql_worker(args, path)
+        elif args.worker == "inc":
+            result = inc_worker(args, path)
+        elif args.worker == "full-all":
+            result = full_all_worker(args, path)
         else:
             result = nx_worker(args, path, Path(args.labels_file))
         Path(args.result_file).write_text(json.dumps(result))
@@ -433,10 +712,11 @@ def main() -> None:
         explain(path, args)
         return
 
+    inc_meta = ensure_increment(args, path) if "c" in methods else None
     scratch = Path(tempfile.mkdtemp(prefix="identity_bench_"))
     nx_labels = scratch / "nx_labels.parquet"
-    runs: dict[str, list[dict]] = {"a": [], "b": []}
-    for rep in range(max(args.repeat if "a" in methods else 0, args.nx_repeat if "b" in methods else 0)):
+    runs: dict[str, list[dict]] = {"a": [], "b": [], "c": [], "c_full": []}
+    for rep in range(max(args.repeat if {"a", "c"} & set(methods) else 0, args.nx_repeat if "b" in methods else 0)):
         if "a" in methods and rep < args.repeat:
             r = run_child(args, "sql", scratch / f"a{rep}.json")
             runs["a"].append(r)
@@ -448,13 +728,28 @@ def main() -> None:
             console.print(f"  rep {rep + 1}/{args.nx_repeat} (b) networkx  {r['wall']:6.2f} s  CPU {r['cpu']:6.2f} s  "
                           f"(build {r['build']:.2f} s, components {r['components']:.2f} s)  "
                           f"peak RSS {gb(r['rss'])}  others' CPU {r['others']:.0%}", highlight=False)
+        if "c" in methods and rep < args.repeat:
+            r = run_child(args, "full-all", scratch / f"cf{rep}.json")
+            runs["c_full"].append(r)
+            console.print(f"  rep {rep + 1}/{args.repeat} (c) full, old + new edges  {r['wall']:6.2f} s  "
+                          f"CPU {r['cpu']:6.2f} s  rounds {r['rounds']}  peak RSS {gb(r['rss'])}  "
+                          f"others' CPU {r['others']:.0%}", highlight=False)
+            r = run_child(args, "inc", scratch / f"c{rep}.json")
+            runs["c"].append(r)
+            console.print(f"  rep {rep + 1}/{args.repeat} (c) incremental          {r['wall']:6.2f} s  "
+                          f"CPU {r['cpu']:6.2f} s  rounds {r['rounds']}  peak RSS {gb(r['rss'])}  "
+                          f"others' CPU {r['others']:.0%}", highlight=False)
 
-    report(args, meta, runs)
+    if runs["a"] or runs["b"]:
+        report(args, meta, runs)
     shares = [r["others"] for rs in runs.values() for r in rs]
     console.print(f"noise: other processes used {min(shares):.0%}–{max(shares):.0%} of the machine's "
                   f"{os.cpu_count()} cores during the runs (0% = quiet; this machine is shared)", highlight=False)
     if runs["a"] and runs["b"]:
         compare(path, nx_labels, meta)
+    if runs["c"]:
+        report_incremental(args, meta, inc_meta, runs)
+        compare_incremental(path)
     for file in scratch.iterdir():
         file.unlink()
     scratch.rmdir()

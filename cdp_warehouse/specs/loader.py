@@ -162,6 +162,10 @@ def load_project(
 
     if config is None:
         raise SpecError(problems)
+    # Imported here: the tracking package builds on this module (its problem collector).
+    from cdp_warehouse.tracking.plan import read_plan
+
+    read_plan(root_path, config, problems)
     project = _resolve(root_path, config, traits, audiences, problems)
     if problems:
         raise SpecError(problems)
@@ -456,6 +460,13 @@ def _resolve_audience(spec: AudienceSpec, location, where: _Problems, prefix, tr
             where.add(sync_path + ("to",), f"unknown destination {sync.to!r}",
                       fragments.did_you_mean(sync.to, list(config.destinations)) or "declare it under `destinations` in cdp.yaml")
             ok = False
+        else:
+            from cdp_warehouse.sync.destinations import DESTINATIONS  # noqa: PLC0415 (import cycle)
+
+            destination = DESTINATIONS.get(config.destinations[sync.to].type)
+            for key, message in destination.check(sync) if destination else []:
+                where.add(sync_path + key, message)
+                ok = False
         for target, source in sync.fields.items():
             if source not in trait_names and source not in SYNC_FIELD_SOURCES:
                 where.add(sync_path + ("fields", target), f"unknown trait {source!r}",

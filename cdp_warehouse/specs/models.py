@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdp_warehouse.specs.cron import check_cron
 
@@ -103,12 +103,16 @@ class BrazeDestination(Spec):
     rest_endpoint: str | None = None
     base_url: str | None = None
     api_key: str
+    concurrency: int = Field(default=4, ge=1, le=64)  # requests in flight at once
+    timeout: float = Field(default=30.0, gt=0)  # seconds per request before it is retried
 
 
 class IntercomDestination(Spec):
     type: Literal["intercom"]
     base_url: str = "https://api.intercom.io"
     access_token: str
+    concurrency: int = Field(default=4, ge=1, le=64)  # requests in flight at once
+    timeout: float = Field(default=30.0, gt=0)  # seconds per request before it is retried
 
 
 class SalesforceDestination(Spec):
@@ -118,12 +122,17 @@ class SalesforceDestination(Spec):
     client_id: str
     client_secret: str
     api_version: str = "v62.0"
+    bulk_threshold: int = Field(default=10_000, ge=1)  # rows in a run from which Bulk API 2.0 is used
+    stop_at_api_usage: float = Field(default=0.9, gt=0, le=1)  # share of the daily API allocation at which a run stops
+    concurrency: int = Field(default=4, ge=1, le=64)  # requests (or Bulk jobs) in flight at once
+    timeout: float = Field(default=30.0, gt=0)  # seconds per request before it is retried
 
 
 class SlackDestination(Spec):
     type: Literal["slack"]
     webhook_url: str
     base_url: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
 
 
 Destination = Annotated[
@@ -135,6 +144,25 @@ Destination = Annotated[
 class SourceSpec(Spec):
     write_key: str
     tracking_plan_mode: Literal["allow", "flag", "block"] | None = None
+
+
+class ChecksConfig(Spec):
+    """The Dagster asset checks (docs/dagster.md)."""
+
+    # an audience whose size moved more than this share since its previous run fails its check
+    max_size_change: float = Field(default=0.5, ge=0)
+    # ... and its syncs do not run (a broken upstream must not mass-remove people downstream)
+    block_sync_on_size_change: bool = False
+    # landed events older than this fail the freshness check
+    events_fresh_within: str = "24h"
+
+    @field_validator("events_fresh_within")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        from cdp_warehouse.asof import parse_window  # noqa: PLC0415
+
+        parse_window(value)
+        return value
 
 
 class ProjectConfig(Spec):
@@ -149,6 +177,7 @@ class ProjectConfig(Spec):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     tracking_plan: str | None = None
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    checks: ChecksConfig = ChecksConfig()
     # Traits and audiences may also live in cdp.yaml itself (small projects).
     traits: list[dict] = Field(default_factory=list)
     audiences: list[dict] = Field(default_factory=list)
@@ -263,8 +292,9 @@ class TraitSpec(Spec):
 
 
 class MembershipSpec(Spec):
-    attribute: str | None = None
-    tag: str | None = None
+    attribute: str | None = None  # a boolean attribute (Braze)
+    array: str | None = None  # an array attribute listing the audiences a person is in (Braze)
+    tag: str | None = None  # a tag (Intercom)
 
 
 class SyncSpec(Spec):
@@ -281,6 +311,7 @@ class SyncSpec(Spec):
     on: Literal["entered", "exited", "both"] = "entered"
     identify_by: Literal["user_id", "email"] = "user_id"
     null_handling: Literal["skip", "clear"] = "skip"
+    events: bool = False  # Braze: also send entered_audience / exited_audience custom events
 
 
 class AudienceSpec(Spec):
