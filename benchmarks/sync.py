@@ -39,15 +39,11 @@ import itertools
 import json
 import math
 import os
-import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -55,6 +51,8 @@ WORK = HERE / ".data" / "sync"
 sys.path.insert(0, str(REPO))
 
 from rich.console import Console
+from sync_support import FakeProcess, own_cpu
+from sync_support import build_project as build_project_in
 from rich.table import Table
 
 console = Console(highlight=False, width=130)
@@ -185,55 +183,12 @@ def serve_fake(rate_limit: int, window: float, nagle: bool = False) -> None:
     fake.stop()
 
 
-class Fake:
+class Fake(FakeProcess):
     """The fake Braze subprocess, seen from here."""
 
     def __init__(self, rate_limit: int, window: float, nagle: bool = False) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fake", "--rate-limit", str(rate_limit), "--window", str(window),
-             *(["--fake-nagle"] if nagle else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.url = self.process.stdout.readline().strip()
-        if not self.url:
-            raise SystemExit("the fake Braze did not start")
-        parts = urlsplit(self.url)
-        self.host, self.port = parts.hostname, parts.port
-
-    def call(self, method: str, path: str) -> dict:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
-            connection.request(method, path)
-            return json.loads(connection.getresponse().read())
-        finally:
-            connection.close()
-
-    def stats(self) -> dict:
-        return self.call("GET", "/_bench/stats")
-
-    def reset(self) -> None:
-        self.call("POST", "/_bench/reset")
-
-    def cpu(self) -> float:
-        return process_cpu(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads; Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+        super().__init__(__file__, ["--rate-limit", str(rate_limit), "--window", str(window),
+                                    *(["--fake-nagle"] if nagle else [])], "Braze")
 
 
 def busy_seconds() -> float:
@@ -303,34 +258,6 @@ def capacity(concurrency: int, requests: int, nagle: bool = False) -> dict:
 # --------------------------------------------------------------------------- data
 
 
-def generation_sql(members: int) -> list[str]:
-    """``cdp.profiles``, ``cdp.profile_traits``, ``cdp.audience_members`` as ``cdp run`` writes
-    them: 1.25 N profiles, the first N (reports >= 1) members of ``active``."""
-    profiles = members + members // 4
-
-    def uniform(stream: int) -> str:  # deterministic, in [0, 1)
-        return f"((hash(i * 16 + {stream}) >> 11)::DOUBLE / 9007199254740992.0)"
-
-    return [
-        "CREATE SCHEMA IF NOT EXISTS cdp",
-        f"""CREATE OR REPLACE TABLE cdp.profiles AS
-        SELECT printf('u%09d', i) AS profile_id, printf('u%09d', i) AS user_id,
-               printf('user%d@example.com', i) AS email, [printf('a%09d', i)] AS anonymous_ids,
-               TIMESTAMP '2026-01-01' + to_seconds(floor({uniform(1)} * 86400 * 90)::BIGINT) AS first_seen,
-               TIMESTAMP '2026-04-01' + to_seconds(floor({uniform(2)} * 86400 * 90)::BIGINT) AS last_seen
-        FROM range({profiles}) AS r(i)""",
-        f"""CREATE OR REPLACE TABLE cdp.profile_traits AS
-        SELECT printf('u%09d', i) AS profile_id,
-               CASE WHEN {uniform(3)} < 0.6 THEN 'free' WHEN {uniform(3)} < 0.9 THEN 'pro' ELSE 'enterprise' END AS plan,
-               CASE WHEN i < {members} THEN 1 + floor({uniform(4)} * 40)::BIGINT ELSE 0 END AS reports,
-               CASE WHEN {uniform(5)} < 0.3 THEN NULL ELSE round({uniform(6)} * 2000, 2) END AS revenue
-        FROM range({profiles}) AS r(i)""",
-        """CREATE OR REPLACE TABLE cdp.audience_members AS
-        SELECT 'active' AS audience, profile_id, NULL::VARCHAR AS split, TIMESTAMP '2026-06-30' AS as_of
-        FROM cdp.profile_traits WHERE reports >= 1""",
-    ]
-
-
 def change_sql(every: int) -> str:
     """One member in ``every`` reports one more (its payload hash changes)."""
     return (f"UPDATE cdp.profile_traits SET reports = reports + 1 "
@@ -338,18 +265,7 @@ def change_sql(every: int) -> str:
 
 
 def build_project(args) -> Path:
-    import duckdb
-
-    root = WORK / "project"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "audiences").mkdir(parents=True)
-    (root / "data").mkdir()
-    (root / "cdp.yaml").write_text(CDP_YAML.format(concurrency=args.concurrency))
-    (root / "audiences" / "main.yaml").write_text(AUDIENCES_YAML)
-    with duckdb.connect(str(root / "data" / "bench.duckdb")) as con:
-        for statement in generation_sql(args.members):
-            con.execute(statement)
-    return root
+    return build_project_in(WORK, CDP_YAML.format(concurrency=args.concurrency), AUDIENCES_YAML, args.members)
 
 
 # --------------------------------------------------------------------------- timing inside the engine

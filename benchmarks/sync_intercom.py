@@ -31,21 +31,17 @@ window starts with its whole budget.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
-import resource
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".data" / "sync_intercom"
 sys.path.insert(0, str(REPO))
+
+from sync_support import FakeProcess, own_cpu  # noqa: E402
+from sync_support import build_project as build_project_in  # noqa: E402
 
 AUDIENCE, DESTINATION, TOKEN = "active", "intercom", "bench-intercom-token"
 
@@ -146,84 +142,15 @@ def serve_fake(validate: bool, search_delay: float) -> None:
     fake.stop()
 
 
-class Fake:
+class Fake(FakeProcess):
     def __init__(self, validate: bool) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, "--serve-fake", *([] if validate else ["--no-validate"])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        self.url = self.process.stdout.readline().strip()
-        if not self.url:
-            raise SystemExit("the fake Intercom did not start")
-        parts = urlsplit(self.url)
-        self.host, self.port = parts.hostname, parts.port
-
-    def call(self, method: str, path: str) -> dict:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
-        try:
-            connection.request(method, path)
-            return json.loads(connection.getresponse().read())
-        finally:
-            connection.close()
-
-    def cpu(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        super().__init__(__file__, [] if validate else ["--no-validate"], "Intercom", cwd=REPO)
 
 
 # --------------------------------------------------------------------------- data and runs
 
-def generation_sql(members: int) -> list[str]:
-    """1.25 N profiles, the first N members of ``active`` (deterministic pseudo-random traits)."""
-    profiles = members + members // 4
-
-    def uniform(stream: int) -> str:
-        return f"((hash(i * 16 + {stream}) >> 11)::DOUBLE / 9007199254740992.0)"
-
-    return [
-        "CREATE SCHEMA IF NOT EXISTS cdp",
-        f"""CREATE OR REPLACE TABLE cdp.profiles AS
-        SELECT printf('u%09d', i) AS profile_id, printf('u%09d', i) AS user_id,
-               printf('user%d@example.com', i) AS email, [printf('a%09d', i)] AS anonymous_ids,
-               TIMESTAMP '2026-01-01' AS first_seen, TIMESTAMP '2026-06-01' AS last_seen
-        FROM range({profiles}) AS r(i)""",
-        f"""CREATE OR REPLACE TABLE cdp.profile_traits AS
-        SELECT printf('u%09d', i) AS profile_id,
-               CASE WHEN {uniform(3)} < 0.6 THEN 'free' WHEN {uniform(3)} < 0.9 THEN 'pro' ELSE 'enterprise' END AS plan,
-               CASE WHEN i < {members} THEN 1 + floor({uniform(4)} * 40)::BIGINT ELSE 0 END AS reports,
-               CASE WHEN {uniform(5)} < 0.3 THEN NULL ELSE round({uniform(6)} * 2000, 2) END AS revenue
-        FROM range({profiles}) AS r(i)""",
-        """CREATE OR REPLACE TABLE cdp.audience_members AS
-        SELECT 'active' AS audience, profile_id, NULL::VARCHAR AS split, TIMESTAMP '2026-06-30' AS as_of
-        FROM cdp.profile_traits WHERE reports >= 1""",
-    ]
-
-
 def build_project(members: int, concurrency: int) -> Path:
-    import duckdb
-
-    root = WORK / "project"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "audiences").mkdir(parents=True)
-    (root / "data").mkdir()
-    (root / "cdp.yaml").write_text(CDP_YAML.format(concurrency=concurrency))
-    (root / "audiences" / "main.yaml").write_text(AUDIENCES_YAML)
-    with duckdb.connect(str(root / "data" / "bench.duckdb")) as con:
-        for statement in generation_sql(members):
-            con.execute(statement)
-    return root
-
-
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return build_project_in(WORK, CDP_YAML.format(concurrency=concurrency), AUDIENCES_YAML, members)
 
 
 def sync_once(project, warehouse, fake: Fake, environ: dict, **options) -> dict:

@@ -23,19 +23,17 @@
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / ".data" / "sync_salesforce"
 sys.path.insert(0, str(REPO))
+
+from sync_support import FakeProcess  # noqa: E402
+from sync_support import build_project as build_project_in  # noqa: E402
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 CDP_YAML = """\
@@ -111,56 +109,17 @@ def serve_fake(job_polls: int) -> None:
     fake.stop()
 
 
-class Fake:
+class Fake(FakeProcess):
     def __init__(self, job_polls: int) -> None:
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve-fake", "--job-polls", str(job_polls)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.url = self.process.stdout.readline().strip()
-        if not self.url:
-            raise SystemExit("the fake Salesforce did not start")
-
-    def stats(self) -> dict:
-        parts = urlsplit(self.url)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        try:
-            connection.request("GET", "/_bench/stats")
-            return json.loads(connection.getresponse().read())
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        super().__init__(__file__, ["--job-polls", str(job_polls)], "Salesforce")
 
 
 # --------------------------------------------------------------------------- data and runs
 
 
 def build_project(members: int) -> Path:
-    import duckdb
-
-    root = WORK / "project"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "audiences").mkdir(parents=True)
-    (root / "data").mkdir()
-    (root / "audiences" / "main.yaml").write_text(AUDIENCES_YAML)
-    with duckdb.connect(str(root / "data" / "bench.duckdb")) as con:
-        for statement in (
-            "CREATE SCHEMA IF NOT EXISTS cdp",
-            f"""CREATE TABLE cdp.profiles AS SELECT printf('u%09d', i) AS profile_id, printf('u%09d', i) AS user_id,
-                printf('user%d@example.com', i) AS email, [printf('a%09d', i)] AS anonymous_ids,
-                TIMESTAMP '2026-01-01' AS first_seen, TIMESTAMP '2026-06-01' AS last_seen FROM range({members}) r(i)""",
-            f"""CREATE TABLE cdp.profile_traits AS SELECT printf('u%09d', i) AS profile_id,
-                CASE i % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'enterprise' END AS plan,
-                1 + i % 40 AS reports FROM range({members}) r(i)""",
-            """CREATE TABLE cdp.audience_members AS SELECT 'active' AS audience, profile_id, NULL::VARCHAR AS split,
-                TIMESTAMP '2026-06-30' AS as_of FROM cdp.profile_traits""",
-        ):
-            con.execute(statement)
-    return root
+    # cdp.yaml is written by each run (its bulk threshold differs)
+    return build_project_in(WORK, "", AUDIENCES_YAML, members)
 
 
 def run(root: Path, path: str, members: int, concurrency: int, job_polls: int) -> dict:
