@@ -53,3 +53,26 @@ def test_sync_without_a_run_explains(runner, tmp_path):  # noqa: F811
     result = cdp(runner, "sync", env={"CDP_PROJECT": str(root)})
     assert result.exit_code == 1
     assert "no audiences computed yet" in result.output and "cdp run" in result.output
+
+
+def test_one_sync_call_sends_churn_risk_to_every_destination(runner, example):  # noqa: F811
+    from tests.fakes.intercom import FakeIntercom
+    from tests.fakes.salesforce import FakeSalesforce
+
+    root, events = example
+    with FakeBraze() as braze, FakeSlack() as slack, FakeIntercom() as intercom, FakeSalesforce() as salesforce:
+        env = {"CDP_PROJECT": str(root), "CDP_AS_OF": "2026-11-01",
+               "BRAZE_REST_ENDPOINT": braze.url, "BRAZE_API_KEY": braze.api_key,
+               "SLACK_WEBHOOK_URL": slack.webhook_url,
+               "INTERCOM_BASE_URL": intercom.url, "INTERCOM_TOKEN": intercom.token,
+               "SALESFORCE_INSTANCE_URL": salesforce.url, "SALESFORCE_CLIENT_ID": salesforce.client_id,
+               "SALESFORCE_CLIENT_SECRET": salesforce.client_secret}
+        assert cdp(runner, "load", events, env=env).exit_code == 0
+        assert cdp(runner, "run", env=env).exit_code == 0
+        result = cdp(runner, "sync", "churn_risk", env=env)
+        assert result.exit_code == 0, result.output
+        in_braze = {u.external_id for u in braze.users.values() if u.attributes.get("churn_risk") is True}
+        in_intercom = intercom.tagged("Churn Risk")
+        in_salesforce = {r["External_Id__c"] for r in salesforce.records("Contact").values() if r.get("Churn_Risk__c")}
+        assert in_braze and in_braze == in_intercom == in_salesforce
+        assert any(m["text"].startswith("*") and "entered" in m["text"] for m in slack.messages)
