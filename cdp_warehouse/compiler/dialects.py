@@ -8,11 +8,19 @@ no ``ANY_VALUE``). ``lower(tree, dialect)`` rewrites those nodes into equivalent
 dialect runs, with the same results; for DuckDB it returns the tree untouched, so DuckDB's SQL
 never changes.
 
+Snowflake and BigQuery have ``MIN_BY``/``MAX_BY``, ``TRY_CAST``/``SAFE_CAST`` and
+``ANY_VALUE``, but neither orders by a STRUCT (Snowflake's OBJECT and BigQuery's STRUCT are not
+comparable) nor has an aggregate ``FILTER`` clause that sqlglot could keep in ``MIN_BY``; their
+JSON columns (VARIANT, JSON) are read with their own path functions. ``lower`` rewrites those
+(``_warehouse``); the rest sqlglot renders itself.
+
 Applied by ``compile_project`` (so ``cdp compile --dialect postgres`` writes runnable SQL) and
 by ``Warehouse.render`` (every statement a warehouse runs). Idempotent.
 """
 
 from __future__ import annotations
+
+import re
 
 from sqlglot import exp
 
@@ -40,6 +48,8 @@ BINARY_COLLATION = "C"  # code-point order, as DuckDB compares text
 
 def lower(tree: exp.Expression, dialect: str) -> exp.Expression:
     """``tree`` rewritten to run on ``dialect`` (a copy; DuckDB's tree as it is)."""
+    if dialect in WAREHOUSE_DIALECTS:
+        return _lower_warehouse(tree, dialect)
     if dialect != "postgres":
         return tree
     counter = iter(range(1_000_000))
@@ -175,3 +185,137 @@ def _matches(text: exp.Expression, pattern: str) -> exp.Expression:
     if not isinstance(text.unnest(), exp.JSONExtractScalar):  # JSON text is text already
         text = exp.cast(text.copy(), "text")
     return exp.RegexpLike(this=text.copy(), expression=exp.Literal.string(pattern))
+
+
+# ---------------------------------------------------------------- Snowflake and BigQuery
+
+WAREHOUSE_DIALECTS = ("snowflake", "bigquery")
+# Microseconds from 0001-01-01 to the Unix epoch: added to an epoch so every instant of
+# years 1-9999 is a non-negative number of at most 20 digits, zero-padded to sort as text.
+EPOCH_OFFSET_MICROS = 62_135_596_800_000_000
+SORTABLE_WIDTH = 20
+INTEGER_OFFSET = 2**62  # integer fields (ranks) of order keys: |value| < 2**62 sorts as text
+_PLAIN_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _lower_warehouse(tree: exp.Expression, dialect: str) -> exp.Expression:
+    root = tree.copy()
+    for node in reversed(list(root.dfs())):
+        new = _snowflake_bigquery(node, dialect)
+        if new is node:
+            continue
+        if node is root:
+            root = new
+        else:
+            node.replace(new)
+    leftover = root.find(exp.Struct, exp.StructExtract)
+    if leftover is not None:
+        raise CdpError(f"{leftover.sql('duckdb')[:80]}: STRUCT values are not supported on {dialect}",
+                       hint="this is a bug in cdp_warehouse: the statement needs a portable form")
+    return root
+
+
+def _snowflake_bigquery(node: exp.Expression, dialect: str) -> exp.Expression:
+    if isinstance(node, exp.Filter) and isinstance(node.this, (exp.ArgMin, exp.ArgMax)):
+        # No FILTER clause on either: rows outside it get a NULL key, which MIN_BY skips.
+        picker = node.this
+        key = exp.Case().when(node.expression.this.copy(), picker.expression.copy())
+        return type(picker)(this=picker.this.copy(), expression=key)
+    if isinstance(node, exp.Struct):
+        return _sortable(node, dialect)
+    if isinstance(node, exp.TryCast):
+        kind = node.to.this
+        if kind == exp.DataType.Type.BOOLEAN or kind in _INTEGER_LIMITS:
+            # DuckDB's spellings of booleans, and its rounding of decimal text to integers
+            # (SAFE_CAST('1.5' AS INT64) is NULL on BigQuery), written out.
+            return _try_cast_portable(node.this, node.to)
+        if not _is_text(node.this):
+            # Snowflake's TRY_CAST takes text only (sqlglot renders it as a CAST otherwise).
+            return exp.TryCast(this=exp.cast(node.this.copy(), "text"), to=node.to.copy())
+        return node
+    if isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.JSONPath):
+        keys = [part.this for part in node.expression.expressions if isinstance(part, exp.JSONPathKey)]
+        if keys and len(keys) == len(node.expression.expressions) - 1:
+            return _json_text(node.this, keys, dialect)
+    if isinstance(node, exp.ArraySlice):
+        return _array_head(node, dialect)
+    return node
+
+
+def _sortable(struct: exp.Struct, dialect: str) -> exp.Expression:
+    """A STRUCT order key as one text that sorts as DuckDB compares the STRUCT, field by field.
+
+    The trees carry no types, so a field's kind comes from its name (our order keys name
+    them so): ``ts``/``*_ts``/``timestamp`` are instants, written as zero-padded microseconds
+    since year 1 (fixed width); ``r``/``*rank`` are integers, zero-padded after an offset; any
+    other field is text, followed by CHR(1) unless last (ids and values have no control
+    characters, so a shorter text sorts first, as in the STRUCT). Strings compare by code
+    point on both warehouses, as DuckDB's do."""
+    fields = [(field.this.name if isinstance(field, exp.PropertyEQ) else field.alias_or_name,
+               field.expression if isinstance(field, exp.PropertyEQ) else field) for field in struct.expressions]
+    parts: list[exp.Expression] = []
+    for index, (name, field) in enumerate(fields):
+        column = field.name if isinstance(field, exp.Column) else ""
+        if any(n == "ts" or n.endswith("_ts") or n == "timestamp" for n in (name, column)):
+            if dialect == "snowflake":
+                micros: exp.Expression = exp.Extract(this=exp.var("EPOCH_MICROSECOND"), expression=field.copy())
+            else:
+                micros = exp.func("UNIX_MICROS", exp.func("TIMESTAMP", field.copy()))
+            parts.append(_padded(exp.paren(micros + exp.Literal.number(EPOCH_OFFSET_MICROS))))
+        elif any(n == "r" or n.endswith("rank") for n in (name, column)):
+            parts.append(_padded(exp.paren(field.copy() + exp.Literal.number(INTEGER_OFFSET))))
+        else:
+            text = exp.cast(field.copy(), "text")
+            parts.append(text if index == len(fields) - 1 else
+                         exp.DPipe(this=text, expression=exp.func("CHR", exp.Literal.number(1)), safe=True))
+    text = parts[0]
+    for part in parts[1:]:
+        text = exp.DPipe(this=text, expression=part, safe=True)
+    return text
+
+
+def _padded(number: exp.Expression) -> exp.Expression:
+    return exp.func("LPAD", exp.cast(number, "text"), exp.Literal.number(SORTABLE_WIDTH), exp.Literal.string("0"))
+
+
+def _json_text(value: exp.Expression, keys: list[str], dialect: str) -> exp.Expression:
+    """The text at a path of object keys, as DuckDB's ``->>`` gives it (a JSON null is NULL).
+    Snowflake: ``GET_PATH(variant, '"a"."b"')::VARCHAR`` (docs.snowflake.com/en/sql-reference/
+    functions/get_path); BigQuery: ``JSON_VALUE(json, '$.a."b-c"')``."""
+    if dialect == "snowflake":
+        path = ".".join('"' + key.replace('"', '""') + '"' for key in keys)
+        return exp.cast(exp.Anonymous(this="GET_PATH", expressions=[value.copy(), exp.Literal.string(path)]), "text")
+    path = "$" + "".join("." + (key if re.match(_PLAIN_KEY, key) else '"' + key + '"') for key in keys)
+    return exp.Anonymous(this="JSON_VALUE", expressions=[value.copy(), exp.Literal.string(path)])
+
+
+def _array_head(node: exp.ArraySlice, dialect: str) -> exp.Expression:
+    """DuckDB's ``list[1:n]`` (1-based, inclusive): the first n elements."""
+    start, end = node.args.get("start"), node.args.get("end")
+    if not (isinstance(start, exp.Literal) and start.name == "1" and isinstance(end, exp.Literal)):
+        raise CdpError(f"{node.sql('duckdb')[:80]}: only a prefix slice is supported on {dialect}",
+                       hint="this is a bug in cdp_warehouse: the statement needs a portable form")
+    if dialect == "snowflake":
+        return exp.Anonymous(this="ARRAY_SLICE", expressions=[node.this.copy(), exp.Literal.number(0), end.copy()])
+    # BigQuery has no slice: ARRAY(SELECT x FROM UNNEST(a) AS x WITH OFFSET AS o WHERE o < n ORDER BY o)
+    item, offset = exp.to_identifier("_x"), exp.to_identifier("_o")
+    unnest = exp.Unnest(expressions=[node.this.copy()], alias=exp.TableAlias(columns=[item]), offset=offset)
+    query = (exp.select(exp.column(item)).from_(unnest).where(exp.column(offset) < end.copy())
+             .order_by(exp.column(offset)))
+    return exp.Array(expressions=[query])
+
+
+def _try_cast_portable(value: exp.Expression, to: exp.DataType) -> exp.Expression:
+    if to.this == exp.DataType.Type.BOOLEAN:
+        lowered = exp.Lower(this=value.copy())
+        return (exp.Case()
+                .when(lowered.isin(*map(exp.Literal.string, TRUE_TEXTS)), exp.true())
+                .when(lowered.copy().isin(*map(exp.Literal.string, FALSE_TEXTS)), exp.false()))
+    text = value.copy() if _is_text(value) else exp.cast(value.copy(), "text")
+    number = exp.TryCast(this=text, to=exp.DataType.build("double"))
+    in_range = exp.Abs(this=exp.Round(this=number.copy())) < exp.Literal.number(_INTEGER_LIMITS[to.this] - 1)
+    return exp.Case().when(in_range, exp.Cast(this=exp.Round(this=number), to=to.copy()))
+
+
+def _is_text(value: exp.Expression) -> bool:
+    return isinstance(value, exp.Cast) and value.to.this in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR)

@@ -7,8 +7,10 @@ from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse
 from cdp_warehouse.warehouses.duckdb import DuckDBWarehouse
 from cdp_warehouse.warehouses.postgres import PostgresWarehouse
+from cdp_warehouse.warehouses.snowflake import SnowflakeWarehouse
 
-WAREHOUSES: dict[str, type[Warehouse]] = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse}
+WAREHOUSES: dict[str, type[Warehouse]] = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse,
+                                          "snowflake": SnowflakeWarehouse}
 
 
 def connect(project: ResolvedProject, *, wait_for_lock: bool = True) -> Warehouse:
@@ -18,7 +20,7 @@ def connect(project: ResolvedProject, *, wait_for_lock: bool = True) -> Warehous
     if kind not in WAREHOUSES:
         raise CdpError(
             f"warehouse type {kind!r} is not supported by this version yet",
-            hint="use `type: duckdb` or `type: postgres`; `cdp compile --dialect " + kind + "` writes SQL for it",
+            hint="use `type: duckdb`, `postgres` or `snowflake`; `cdp compile --dialect " + kind + "` writes SQL for it",
         )
     return WAREHOUSES[kind].open(project, wait_for_lock=wait_for_lock)
 

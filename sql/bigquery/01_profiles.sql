@@ -17,21 +17,33 @@ FROM (
       `user_id`,
       CASE
         WHEN NOT `user_id` IS NULL
-        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+        THEN LPAD(
+          CAST((
+            UNIX_MICROS(TIMESTAMP(`timestamp`)) + 62135596800000000
+          ) AS STRING),
+          20,
+          '0'
+        ) || CAST(`message_id` AS STRING)
       END
     ) AS `user_id`,
     MIN(
       CASE
         WHEN NOT `user_id` IS NULL
-        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+        THEN LPAD(
+          CAST((
+            UNIX_MICROS(TIMESTAMP(`timestamp`)) + 62135596800000000
+          ) AS STRING),
+          20,
+          '0'
+        ) || CAST(`message_id` AS STRING)
       END
     ) AS `user_at`,
     MAX_BY(
       LOWER(
         TRIM(
           COALESCE(
-            CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.email') END,
-            JSON_EXTRACT_SCALAR(`context`, '$.traits.email')
+            CASE WHEN `type` = 'identify' THEN JSON_VALUE(`traits`, '$.email') END,
+            JSON_VALUE(`context`, '$.traits.email')
           )
         )
       ),
@@ -39,12 +51,18 @@ FROM (
         WHEN NOT LOWER(
           TRIM(
             COALESCE(
-              CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.email') END,
-              JSON_EXTRACT_SCALAR(`context`, '$.traits.email')
+              CASE WHEN `type` = 'identify' THEN JSON_VALUE(`traits`, '$.email') END,
+              JSON_VALUE(`context`, '$.traits.email')
             )
           )
         ) IS NULL
-        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+        THEN LPAD(
+          CAST((
+            UNIX_MICROS(TIMESTAMP(`timestamp`)) + 62135596800000000
+          ) AS STRING),
+          20,
+          '0'
+        ) || CAST(`message_id` AS STRING)
       END
     ) AS `email`,
     MAX(
@@ -52,12 +70,18 @@ FROM (
         WHEN NOT LOWER(
           TRIM(
             COALESCE(
-              CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.email') END,
-              JSON_EXTRACT_SCALAR(`context`, '$.traits.email')
+              CASE WHEN `type` = 'identify' THEN JSON_VALUE(`traits`, '$.email') END,
+              JSON_VALUE(`context`, '$.traits.email')
             )
           )
         ) IS NULL
-        THEN STRUCT(`timestamp` AS ts, `message_id` AS m)
+        THEN LPAD(
+          CAST((
+            UNIX_MICROS(TIMESTAMP(`timestamp`)) + 62135596800000000
+          ) AS STRING),
+          20,
+          '0'
+        ) || CAST(`message_id` AS STRING)
       END
     ) AS `email_at`,
     MIN(`timestamp`) AS `first_seen`,

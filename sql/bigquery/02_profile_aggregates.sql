@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     `profile_id`,
     'favorite_report_type' AS `trait`,
-    JSON_EXTRACT_SCALAR(`properties`, '$.report_type') AS `value`,
+    JSON_VALUE(`properties`, '$.report_type') AS `value`,
     `timestamp`
   FROM events
   WHERE
@@ -22,7 +22,7 @@ WITH events AS (
         CAST(TIMESTAMP(DATETIME(CURRENT_TIMESTAMP(), 'UTC')) AS DATETIME) - INTERVAL '90' DAY
       )
     )
-    AND NOT JSON_EXTRACT_SCALAR(`properties`, '$.report_type') IS NULL
+    AND NOT JSON_VALUE(`properties`, '$.report_type') IS NULL
 ), most_frequent_counts AS (
   SELECT
     `profile_id`,
@@ -55,16 +55,16 @@ WITH events AS (
   SELECT
     `profile_id`,
     MAX_BY(
-      CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.plan') END,
+      CASE WHEN `type` = 'identify' THEN JSON_VALUE(`traits`, '$.plan') END,
       CASE
-        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.plan') IS NULL
+        WHEN `type` = 'identify' AND NOT JSON_VALUE(`traits`, '$.plan') IS NULL
         THEN `timestamp`
       END
     ) AS `plan`,
     MAX_BY(
-      CASE WHEN `type` = 'identify' THEN JSON_EXTRACT_SCALAR(`traits`, '$.last_name') END,
+      CASE WHEN `type` = 'identify' THEN JSON_VALUE(`traits`, '$.last_name') END,
       CASE
-        WHEN `type` = 'identify' AND NOT JSON_EXTRACT_SCALAR(`traits`, '$.last_name') IS NULL
+        WHEN `type` = 'identify' AND NOT JSON_VALUE(`traits`, '$.last_name') IS NULL
         THEN `timestamp`
       END
     ) AS `last_name`,
@@ -80,7 +80,7 @@ WITH events AS (
         `type` IN ('track', 'page', 'screen') AND `event` = 'Payment Processed',
         CASE
           WHEN `type` IN ('track', 'page', 'screen') AND `event` = 'Payment Processed'
-          THEN SAFE_CAST(JSON_EXTRACT_SCALAR(`properties`, '$.revenue') AS FLOAT64)
+          THEN SAFE_CAST(CAST(JSON_VALUE(`properties`, '$.revenue') AS STRING) AS FLOAT64)
         END,
         NULL
       )
@@ -99,7 +99,7 @@ WITH events AS (
       `type` IN ('track', 'page', 'screen')
       AND `event` = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_SCALAR(`properties`, '$.triggered_by') = 'self-service'
+        JSON_VALUE(`properties`, '$.triggered_by') = 'self-service'
       )
     ) AS `upgrades`,
     COUNTIF(

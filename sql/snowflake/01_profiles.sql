@@ -16,21 +16,36 @@ FROM (
       "user_id",
       CASE
         WHEN NOT "user_id" IS NULL
-        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+        THEN LPAD(
+          CAST((
+            DATE_PART(EPOCH_MICROSECOND, "timestamp") + 62135596800000000
+          ) AS VARCHAR),
+          20,
+          '0'
+        ) || CAST("message_id" AS VARCHAR)
       END
     ) AS "user_id",
     MIN(
       CASE
         WHEN NOT "user_id" IS NULL
-        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+        THEN LPAD(
+          CAST((
+            DATE_PART(EPOCH_MICROSECOND, "timestamp") + 62135596800000000
+          ) AS VARCHAR),
+          20,
+          '0'
+        ) || CAST("message_id" AS VARCHAR)
       END
     ) AS "user_at",
     MAX_BY(
       LOWER(
         TRIM(
           COALESCE(
-            CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-            JSON_EXTRACT_PATH_TEXT("context", 'traits.email')
+            CASE
+              WHEN "type" = 'identify'
+              THEN CAST(GET_PATH("traits", '"email"') AS VARCHAR)
+            END,
+            CAST(GET_PATH("context", '"traits"."email"') AS VARCHAR)
           )
         )
       ),
@@ -38,12 +53,21 @@ FROM (
         WHEN NOT LOWER(
           TRIM(
             COALESCE(
-              CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-              JSON_EXTRACT_PATH_TEXT("context", 'traits.email')
+              CASE
+                WHEN "type" = 'identify'
+                THEN CAST(GET_PATH("traits", '"email"') AS VARCHAR)
+              END,
+              CAST(GET_PATH("context", '"traits"."email"') AS VARCHAR)
             )
           )
         ) IS NULL
-        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+        THEN LPAD(
+          CAST((
+            DATE_PART(EPOCH_MICROSECOND, "timestamp") + 62135596800000000
+          ) AS VARCHAR),
+          20,
+          '0'
+        ) || CAST("message_id" AS VARCHAR)
       END
     ) AS "email",
     MAX(
@@ -51,12 +75,21 @@ FROM (
         WHEN NOT LOWER(
           TRIM(
             COALESCE(
-              CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'email') END,
-              JSON_EXTRACT_PATH_TEXT("context", 'traits.email')
+              CASE
+                WHEN "type" = 'identify'
+                THEN CAST(GET_PATH("traits", '"email"') AS VARCHAR)
+              END,
+              CAST(GET_PATH("context", '"traits"."email"') AS VARCHAR)
             )
           )
         ) IS NULL
-        THEN OBJECT_CONSTRUCT('ts', "timestamp", 'm', "message_id")
+        THEN LPAD(
+          CAST((
+            DATE_PART(EPOCH_MICROSECOND, "timestamp") + 62135596800000000
+          ) AS VARCHAR),
+          20,
+          '0'
+        ) || CAST("message_id" AS VARCHAR)
       END
     ) AS "email_at",
     MIN("timestamp") AS "first_seen",

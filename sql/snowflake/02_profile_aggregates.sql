@@ -11,7 +11,7 @@ WITH events AS (
   SELECT
     "profile_id",
     'favorite_report_type' AS "trait",
-    JSON_EXTRACT_PATH_TEXT("properties", 'report_type') AS "value",
+    CAST(GET_PATH("properties", '"report_type"') AS VARCHAR) AS "value",
     "timestamp"
   FROM events
   WHERE
@@ -22,7 +22,7 @@ WITH events AS (
         CAST(CONVERT_TIMEZONE('UTC', CURRENT_TIMESTAMP()) AS TIMESTAMP) - INTERVAL '90 DAY'
       )
     )
-    AND NOT JSON_EXTRACT_PATH_TEXT("properties", 'report_type') IS NULL
+    AND NOT CAST(GET_PATH("properties", '"report_type"') AS VARCHAR) IS NULL
 ), most_frequent_counts AS (
   SELECT
     "profile_id",
@@ -58,19 +58,23 @@ WITH events AS (
   SELECT
     "profile_id",
     MAX_BY(
-      CASE WHEN "type" = 'identify' THEN JSON_EXTRACT_PATH_TEXT("traits", 'plan') END,
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'plan') IS NULL
+        WHEN "type" = 'identify'
+        THEN CAST(GET_PATH("traits", '"plan"') AS VARCHAR)
+      END,
+      CASE
+        WHEN "type" = 'identify' AND NOT CAST(GET_PATH("traits", '"plan"') AS VARCHAR) IS NULL
         THEN "timestamp"
       END
     ) AS "plan",
     MAX_BY(
       CASE
         WHEN "type" = 'identify'
-        THEN JSON_EXTRACT_PATH_TEXT("traits", 'last_name')
+        THEN CAST(GET_PATH("traits", '"last_name"') AS VARCHAR)
       END,
       CASE
-        WHEN "type" = 'identify' AND NOT JSON_EXTRACT_PATH_TEXT("traits", 'last_name') IS NULL
+        WHEN "type" = 'identify'
+        AND NOT CAST(GET_PATH("traits", '"last_name"') AS VARCHAR) IS NULL
         THEN "timestamp"
       END
     ) AS "last_name",
@@ -86,7 +90,7 @@ WITH events AS (
         "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed',
         CASE
           WHEN "type" IN ('track', 'page', 'screen') AND "event" = 'Payment Processed'
-          THEN TRY_CAST(JSON_EXTRACT_PATH_TEXT("properties", 'revenue') AS DOUBLE)
+          THEN TRY_CAST(CAST(GET_PATH("properties", '"revenue"') AS VARCHAR) AS DOUBLE)
         END,
         NULL
       )
@@ -105,7 +109,7 @@ WITH events AS (
       "type" IN ('track', 'page', 'screen')
       AND "event" = 'Subscription Upgraded'
       AND (
-        JSON_EXTRACT_PATH_TEXT("properties", 'triggered_by') = 'self-service'
+        CAST(GET_PATH("properties", '"triggered_by"') AS VARCHAR) = 'self-service'
       )
     ) AS "upgrades",
     COUNT_IF(
