@@ -2,7 +2,6 @@
 
 # no `from __future__ import annotations`: Dagster reads these annotations at definition time
 import json
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -12,10 +11,9 @@ from cdp_warehouse.errors import CdpError
 from cdp_warehouse.orchestration.keys import RAW_EVENTS
 from cdp_warehouse.orchestration.resources import CdpWarehouse
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.sync.destinations import settings
 from cdp_warehouse.sync.diff import RUNS
 from cdp_warehouse.compiler.plan import models_table
-from cdp_warehouse.sync.http import HttpClient
+from cdp_warehouse.sync.destinations.slack import post_notice
 
 
 def new_events_sensor(project: ResolvedProject, job) -> dg.SensorDefinition:
@@ -45,8 +43,6 @@ def new_events_sensor(project: ResolvedProject, job) -> dg.SensorDefinition:
 def failed_sync_sensor(project: ResolvedProject) -> dg.SensorDefinition:
     """When a run fails, list the syncs that failed in it (from sync_runs) in the log and,
     when cdp.yaml has a Slack destination whose webhook is set, in Slack."""
-    slack = next((name for name, spec in project.config.destinations.items() if spec.type == "slack"), None)
-
     @dg.run_failure_sensor(name="failed_syncs", description="Reports failed syncs (log, and Slack when configured)")
     def _failed(context: dg.RunFailureSensorContext, warehouse: CdpWarehouse) -> None:
         record = context.instance.get_run_record_by_id(context.dagster_run.run_id)
@@ -70,15 +66,8 @@ def failed_sync_sensor(project: ResolvedProject) -> dg.SensorDefinition:
         lines = [f"{a} → {d}: {s}, {f} failed" + (f" ({e})" if e else "") for a, d, s, f, e in rows]
         text = "cdp sync failures in run " + context.dagster_run.run_id[:8] + ":\n" + "\n".join(lines)
         context.log.error(text)
-        if slack:
-            try:
-                webhook = settings(project, slack, os.environ).webhook_url
-            except CdpError:
-                return  # no webhook in this environment: the log has it
-            client = HttpClient(webhook.split("/services/")[0])
-            try:
-                client.request("POST", "/services/" + webhook.split("/services/", 1)[1], json={"text": text})
-            finally:
-                client.close()
+        problem = post_notice(project, text)
+        if problem is not None:
+            context.log.info(f"not posted to Slack: {problem}")
 
     return _failed

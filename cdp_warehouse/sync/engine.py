@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,9 +154,7 @@ class _Run:
                 self._load_remote_ids()
                 destination = kind(self._settings(), context)
                 self._send(destination)
-        except SyncError as error:
-            outcome.status, outcome.error, outcome.hint = "failed", str(error), error.hint
-        except CdpError as error:
+        except CdpError as error:  # SyncError included
             outcome.status, outcome.error, outcome.hint = "failed", str(error), error.hint
         except Exception as error:  # a bug: this job fails, the others go on
             outcome.status, outcome.error = "failed", f"{type(error).__name__}: {error}"
@@ -279,9 +277,8 @@ class _Run:
         new = self.remote_ids.drain()
         if not new:
             return
-        keys = [Change("added", kind, key, "", None, None) for kind, key in new]
         self.warehouse.execute(exp.delete(self.remote_id_table.copy(), where=exp.and_(
-            exp.column("destination", quoted=True).eq(exp.Literal.string(self.job.destination)), self._keys_in(keys))))
+            exp.column("destination", quoted=True).eq(exp.Literal.string(self.job.destination)), _keys_in(new))))
         self.warehouse.insert_arrow(self.remote_id_table.copy(), pa.table({
             "destination": [self.job.destination] * len(new),
             "key_type": [kind for kind, _ in new],
@@ -293,14 +290,6 @@ class _Run:
         rows = self.warehouse.fetch(exp.select("key_type", "row_key", "first_failed_at", "attempts")
                                     .from_(self.rejections.copy()).where(self._mine()))
         return {(kind, key): (first, attempts) for kind, key, first, attempts in rows}
-
-    def _keys_in(self, rows: Sequence[Change]) -> exp.Expression:
-        by_type: dict[str, list[str]] = {}
-        for row in rows:
-            by_type.setdefault(row.key_type, []).append(row.row_key)
-        return exp.or_(*(exp.and_(exp.column("key_type", quoted=True).eq(exp.Literal.string(kind)),
-                                  exp.column("row_key", quoted=True).isin(*map(exp.Literal.string, keys)))
-                         for kind, keys in by_type.items()))
 
     def _record(self, results: list[tuple[Change, RowResult]],
                 previous: dict[tuple[str, str], tuple[datetime, int]]) -> None:
@@ -319,7 +308,7 @@ class _Run:
         with self.warehouse.transaction():
             self._save_remote_ids()
             if replaced:
-                self.warehouse.execute(exp.delete(self.state.copy(), where=exp.and_(self._mine(), self._keys_in(replaced))))
+                self.warehouse.execute(exp.delete(self.state.copy(), where=exp.and_(self._mine(), _keys_in((row.key_type, row.row_key) for row in replaced))))
             if good:
                 self.warehouse.insert_arrow(self.state.copy(), pa.table({
                     "audience": [self.job.audience] * len(good),
@@ -334,7 +323,7 @@ class _Run:
                 }))
             if cleared:
                 self.warehouse.execute(exp.delete(self.rejections.copy(),
-                                                  where=exp.and_(self._mine(), self._keys_in(cleared))))
+                                                  where=exp.and_(self._mine(), _keys_in((row.key_type, row.row_key) for row in cleared))))
             if bad:
                 self.rejected_keys.update((row.key_type, row.row_key) for row, _ in bad)
                 earlier = [previous.get((row.key_type, row.row_key), (now, 0)) for row, _ in bad]
@@ -364,6 +353,16 @@ class _Run:
                   "status": o.status, "error": o.error}
         self.warehouse.execute(exp.update(self.runs.copy(), {k: _literal(v) for k, v in values.items()},
                                           where=exp.column("run_id", quoted=True).eq(exp.Literal.string(o.run_id))))
+
+
+def _keys_in(keys: Iterable[tuple[str, str]]) -> exp.Expression:
+    """``(key_type, row_key)`` is one of ``keys``."""
+    by_type: dict[str, list[str]] = {}
+    for kind, key in keys:
+        by_type.setdefault(kind, []).append(key)
+    return exp.or_(*(exp.and_(exp.column("key_type", quoted=True).eq(exp.Literal.string(kind)),
+                              exp.column("row_key", quoted=True).isin(*map(exp.Literal.string, keys)))
+                     for kind, keys in by_type.items()))
 
 
 def _literal(value: Any) -> exp.Expression:

@@ -12,15 +12,11 @@ a hundred items is one kind, not a hundred.
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from sqlglot import exp
 
-from cdp_warehouse.errors import CdpError
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.tracking.store import VIOLATIONS_TABLE, table
 from cdp_warehouse.warehouses.base import Warehouse, create_table
@@ -70,8 +66,7 @@ def record_new_kinds(project: ResolvedProject, warehouse: Warehouse, since: date
 def post_pending(project: ResolvedProject, warehouse: Warehouse, environ: Mapping[str, str] | None = None) -> int:
     """Post the kinds not alerted yet to the project's first Slack destination; returns how
     many were posted (0 when there is no Slack destination or its webhook is not set)."""
-    from cdp_warehouse.sync.destinations import settings  # noqa: PLC0415 (sync imports tracking's neighbours)
-    from cdp_warehouse.sync.http import HttpClient  # noqa: PLC0415
+    from cdp_warehouse.sync.destinations.slack import post_notice  # noqa: PLC0415 (keeps ingest light)
 
     alerts = table(project, ALERTS_TABLE)
     if not warehouse.table_exists(project.raw_schema, ALERTS_TABLE):
@@ -79,28 +74,15 @@ def post_pending(project: ResolvedProject, warehouse: Warehouse, environ: Mappin
     pending = warehouse.fetch(
         exp.select("event", "violation_type", "path", "example_message_id").from_(alerts.copy())
         .where(exp.column("alerted_at").is_(exp.null())).order_by("event", "violation_type", "path"))
-    slack = next((name for name, spec in project.config.destinations.items() if spec.type == "slack"), None)
-    if not pending or slack is None:
+    if not pending:
         return 0
-    try:
-        webhook = settings(project, slack, os.environ if environ is None else environ).webhook_url
-    except CdpError:
-        return 0  # not configured in this environment: a later load posts it
     lines = [f"• {event or '(identify)'} — {kind} at `{path}` (e.g. message {example})"
              for event, kind, path, example in pending[:SHOWN]]
     more = f"\nand {len(pending) - SHOWN} more" if len(pending) > SHOWN else ""
     text = f"*Tracking plan*: {len(pending)} new kind(s) of violation\n" + "\n".join(lines) + more
-    parts = urlsplit(webhook)
-    client = HttpClient(f"{parts.scheme}://{parts.netloc}", concurrency=1)
-    try:
-        response = client.request("POST", parts.path, json={"text": text})
-    except CdpError as error:
-        log.warning("tracking-plan alert not posted: %s", error)
-        return 0
-    finally:
-        client.close()
-    if response.status_code != 200:
-        log.warning("tracking-plan alert not posted: slack answered %s", response.status_code)
+    problem = post_notice(project, text, environ)
+    if problem is not None:  # kept pending: a later load posts it
+        log.warning("tracking-plan alert not posted: %s", problem)
         return 0
     now = datetime.now(UTC).replace(tzinfo=None).isoformat()
     warehouse.execute(exp.update(alerts.copy(), {"alerted_at": exp.cast(exp.Literal.string(now), "timestamp")},

@@ -3,9 +3,12 @@ entered (and/or exited), capped with "and N more"; nothing is posted when nobody
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
+from cdp_warehouse.errors import CdpError
+from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.specs.models import SyncSpec
 from cdp_warehouse.sync.changes import Change, FatalError, RowResult
 from cdp_warehouse.sync.destinations.base import Destination, Request, accepted
@@ -73,3 +76,26 @@ class Slack(Destination):
 
 def _name(row: Change) -> str:
     return row.user_id or row.email or row.profile_id
+
+
+def post_notice(project: ResolvedProject, text: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Post ``text`` to the project's first Slack destination (operational notices: failed
+    syncs, new kinds of tracking-plan violations). Returns why it was not posted, or None."""
+    from cdp_warehouse.sync.destinations import settings  # noqa: PLC0415 (the registry imports this module)
+
+    name = next((name for name, spec in project.config.destinations.items() if spec.type == "slack"), None)
+    if name is None:
+        return "no slack destination in cdp.yaml"
+    try:
+        webhook = settings(project, name, os.environ if environ is None else environ).webhook_url
+    except CdpError as error:
+        return str(error)  # not configured in this environment
+    parts = urlsplit(webhook)
+    client = HttpClient(f"{parts.scheme}://{parts.netloc}", concurrency=1)
+    try:
+        response = client.request("POST", parts.path, json={"text": text})
+    except CdpError as error:
+        return str(error)
+    finally:
+        client.close()
+    return None if response.status_code == 200 else f"slack answered {response.status_code}: {response.text[:200]}"
