@@ -7,7 +7,6 @@ audiences runs `cdp run --select` for them. Each asset's description shows its S
 """
 
 # no `from __future__ import annotations`: Dagster reads these annotations at definition time
-import logging
 from datetime import timedelta
 
 import dagster as dg
@@ -36,12 +35,11 @@ def _sql_block(sql: str) -> str:
     return f"```sql\n{sql.strip()}\n```"
 
 
-def _model_sql(project: ResolvedProject, dialect: str, table: str, select: list[str] | None = None) -> str:
+def _models_sql(project: ResolvedProject, dialect: str, select: list[str] | None = None) -> dict[str, str]:
+    """``{table: SQL}`` of the compiled plan (all of it, or the ``select``ed part)."""
     plan = compile_project(project, None, select, dialect=dialect)
-    logging.getLogger("sqlglot").setLevel(logging.ERROR)
-    files = render_plan(plan, project.models_schema)
-    index = [model.table for model in plan.models].index(table)
-    return list(files.values())[index]
+    files = render_plan(plan, project.models_schema)  # one file per model, in plan order
+    return {model.table: sql for model, sql in zip(plan.models, files.values(), strict=True)}
 
 
 def raw_events_spec(project: ResolvedProject) -> dg.AssetSpec:
@@ -57,15 +55,16 @@ def raw_events_spec(project: ResolvedProject) -> dg.AssetSpec:
 def cdp_run_asset(project: ResolvedProject) -> dg.AssetsDefinition:
     dialect = project.config.warehouse.type
     kinds = {dialect, "sql"}
+    models = _models_sql(project, dialect)
     stitched = "stitched by docs/identity.md" if project.config.identity.stitch else "coalesce(user_id, anonymous_id)"
     specs = [
         dg.AssetSpec(IDENTITY, deps=[RAW_EVENTS], group_name=MODELS_GROUP, kinds=kinds,
                      description=f"`{project.models_schema}.identity_map`: every identifier and its profile ({stitched})."),
         dg.AssetSpec(PROFILES_KEY, deps=[IDENTITY], group_name=MODELS_GROUP, kinds=kinds,
-                     description="One row per profile.\n\n" + _sql_block(_model_sql(project, dialect, PROFILES))),
+                     description="One row per profile.\n\n" + _sql_block(models[PROFILES])),
         dg.AssetSpec(TRAITS_KEY, deps=[PROFILES_KEY], group_name=MODELS_GROUP, kinds=kinds,
                      description="One row per profile, one column per trait.\n\n"
-                                 + _sql_block(_model_sql(project, dialect, PROFILE_TRAITS))),
+                                 + _sql_block(models[PROFILE_TRAITS])),
     ]
     for name, audience in project.audiences.items():
         spec = audience.spec
@@ -73,7 +72,7 @@ def cdp_run_asset(project: ResolvedProject) -> dg.AssetsDefinition:
         specs.append(dg.AssetSpec(
             audience_key(name), group_name=AUDIENCES_GROUP, kinds=kinds,
             deps=[TRAITS_KEY, *(audience_key(used) for used in audience.audiences_used)],
-            description=f"{about}\n\n" + _sql_block(_model_sql(project, dialect, AUDIENCE_MEMBERS, [name])),
+            description=f"{about}\n\n" + _sql_block(_models_sql(project, dialect, [name])[AUDIENCE_MEMBERS]),
             metadata={"where": spec.where.strip(), "schedule": spec.schedule or project.config.schedule},
         ))
     all_keys = {spec.key for spec in specs}
