@@ -303,8 +303,9 @@ class _Handler(BaseHTTPRequestHandler):
         response = self._fake._serve(request)
         request.status = response.status
         request.response_body = response.body
-        self._write(response)
+        # recorded before the answer leaves: a client that has read it must find it recorded
         self._fake._record(request)
+        self._write(response)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
