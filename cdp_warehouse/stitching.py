@@ -40,7 +40,7 @@ from cdp_warehouse.specs.models import CustomIdentifier
 from cdp_warehouse.warehouses.base import Warehouse, create_as, create_table
 
 DEFAULT_PRIORITY = ("user_id", "email", "anonymous_id")
-STATE_VERSION = 1  # bump when the state tables change shape: the next run rebuilds them
+STATE_VERSION = 2  # bump when the state tables change shape: the next run rebuilds them
 # Types whose values share one loose node: an alias previous_id is one or the other, and a
 # user id equal to an anonymous id must meet it to name both profiles apart (rule 6).
 _ID_TYPES = ("user_id", "anonymous_id", "previous_id")
@@ -50,6 +50,10 @@ _STATE_COLUMNS = {
     "hits": (("message_id", "text"), ("message_type", "text"), ("ts", "timestamp"), ("id_type", "text"),
              ("value", "text"), ("node", "bigint")),
     "nodes": (("node", "bigint"), ("cls", "text"), ("value", "text"), ("component", "bigint")),
+    # The earliest message of each identifier set (typed nodes, see ``_signatures``): a later
+    # message with the same set changes no rule's outcome (see ``_inert``).
+    "signatures": (("n", "bigint"), ("lo", "bigint"), ("hi", "bigint"), ("total", "bigint"),
+                   ("first_ts", "timestamp"), ("first_message", "text")),
 }
 
 
@@ -125,10 +129,18 @@ def _rank(types: list[str]) -> exp.Expression:
     return case.else_(exp.Literal.number(len(types)))
 
 
+def limits(project: ResolvedProject) -> dict[str, int]:
+    """``identity.limits`` beyond user ids (whose limit of 1 is rule 1 itself), by type."""
+    return {kind: cap for kind, cap in sorted(project.config.identity.limits.items()) if kind != "user_id"}
+
+
 def fingerprint(project: ResolvedProject) -> str:
     """What the stitching state depends on besides the data: a change rebuilds it."""
     custom = [(i.name, i.path) for i in project.config.identity.identifiers if isinstance(i, CustomIdentifier)]
-    return hashlib.sha256(json.dumps([STATE_VERSION, priority(project), custom]).encode()).hexdigest()[:16]
+    settings: list = [STATE_VERSION, priority(project), custom]
+    if limits(project):  # appended only when set, so states saved before limits existed stay valid
+        settings.append(limits(project))
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def state_tables(project: ResolvedProject) -> dict[str, exp.Table]:
@@ -165,7 +177,8 @@ def stitch(
 
     state = state_tables(project)
     full = full_refresh or not _can_extend(project, warehouse, as_of)
-    t = {name: exp.to_table(f"_id_{name}") for name in ("new_events", "new_raw", "new", "scope", "scope_hits")}
+    t = {name: exp.to_table(f"_id_{name}") for name in (
+        "new_events", "new_raw", "new", "new_signatures", "inert", "scope", "scope_hits")}
     if full:
         for name, columns in _STATE_COLUMNS.items():
             run(exp.Drop(tables=[state[name].copy()], kind="TABLE", exists=True))
@@ -201,15 +214,19 @@ def stitch(
     run(exp.Delete(this=state["state"].copy()))
     run(exp.insert(exp.select(exp.alias_(as_of.copy(), "as_of"), exp.alias_(exp.Literal.string(fingerprint(project)),
                                                                             "fingerprint")), state["state"].copy()))
+    run(create_as(t["new_signatures"], _signatures(project, t["new"]), temporary=True))
 
     if full:
         scope_hits = state["hits"]
     else:
-        # The loose components the new messages touched, and every message in them.
+        run(create_as(t["inert"], _inert(t["new_signatures"], state["signatures"]), temporary=True))
+        # The loose components the new messages touched (inert ones change nothing), and every
+        # message in them.
         run(create_as(t["scope"], _sql("""
             SELECT node FROM :nodes WHERE component IN (
-              SELECT n.component FROM :nodes AS n WHERE n.node IN (SELECT node FROM :new))""",
-            nodes=state["nodes"], new=t["new"]), temporary=True))
+              SELECT n.component FROM :nodes AS n WHERE n.node IN (
+                SELECT node FROM :new AS h WHERE NOT EXISTS (SELECT 1 FROM :inert AS i WHERE i.message_id = h.message_id)))""",
+            nodes=state["nodes"], new=t["new"], inert=t["inert"]), temporary=True))
         run(create_as(t["scope_hits"], _sql("SELECT * FROM :hits WHERE node IN (SELECT node FROM :scope)",
                                             hits=state["hits"], scope=t["scope"]), temporary=True))
         scope_hits = t["scope_hits"]
@@ -234,12 +251,61 @@ def stitch(
                 query=_sql("SELECT message_id FROM :hits", hits=scope_hits))
         run(exp.delete(table.copy(), where=mine))
         run(exp.insert(rows, table.copy()))
+    if not full:
+        # Inert messages without a user id outside the touched components: rule 5 over the
+        # identity map as it stands (their identifiers' profiles did not change).
+        run(exp.insert(_sql("""
+            SELECT h.message_id, ARG_MIN(m.profile_id, STRUCT_PACK(r := :rank, v := h.value)) AS profile_id
+            FROM :new AS h JOIN :map AS m ON m.identifier_type = h.id_type AND m.identifier = h.value
+            WHERE h.message_id IN (SELECT message_id FROM :inert WHERE has_user = 0)
+              AND h.message_id NOT IN (SELECT message_id FROM :scope_hits)
+            GROUP BY h.message_id""", new=t["new"], map=exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True),
+            inert=t["inert"], scope_hits=scope_hits, rank=_rank(priority(project))),
+            exp.table_(ANONYMOUS_MESSAGES, db=project.models_schema, quoted=True)))
+    # Signatures seen for the first time, or earlier than known (a late arrival).
+    signatures = _sql("""
+        SELECT n, lo, hi, total, MIN(ts) AS first_ts,
+               ARG_MIN(message_id, STRUCT_PACK(ts := ts, m := message_id)) AS first_message
+        FROM :new_signatures AS s
+        WHERE NOT EXISTS (SELECT 1 FROM :known AS k
+                          WHERE k.n = s.n AND k.lo = s.lo AND k.hi = s.hi AND k.total = s.total AND k.first_ts <= s.ts)
+        GROUP BY n, lo, hi, total""", new_signatures=t["new_signatures"], known=state["signatures"])
+    run(exp.insert(signatures, state["signatures"].copy()))
     result = StitchResult(identifiers=count(exp.table_(IDENTITY_MAP, db=project.models_schema, quoted=True)),
                           profiles=count(exp.table_(PROFILE_KEYS, db=project.models_schema, quoted=True)),
                           rounds=loose.rounds + rules.rounds, full=full, messages=messages)
     for table in [*t.values(), *rules.tables.values()]:
         warehouse.execute(exp.Drop(tables=[table.copy()], kind="TABLE", exists=True))
     return result
+
+
+def _signatures(project: ResolvedProject, hits: exp.Table) -> exp.Query:
+    """Each message's identifier set as ``(n, lo, hi, total)`` over its typed nodes
+    ``node * k + type rank``: with at most 3 of them, count, least, greatest and sum name the
+    set exactly (the middle one is the sum minus the others), in integers any warehouse adds
+    up fast. Messages with more identifiers, and aliases (they join accounts), are left out:
+    they are never inert."""
+    types = priority(project)
+    typed = exp.column("node", quoted=True) * exp.Literal.number(len(types) + 1) + _rank(types)
+    return _sql("""
+        SELECT message_id, MIN(ts) AS ts, MAX(CASE WHEN id_type = 'user_id' THEN 1 ELSE 0 END) AS has_user,
+               COUNT(*) AS n, MIN(:typed) AS lo, MAX(:typed) AS hi, SUM(:typed) AS total
+        FROM :hits AS h GROUP BY message_id
+        HAVING COUNT(*) <= 3 AND MAX(CASE WHEN message_type = 'alias' THEN 1 ELSE 0 END) = 0""",
+        hits=hits, typed=typed)
+
+
+def _inert(new_signatures: exp.Table, known: exp.Table) -> exp.Query:
+    """New messages that cannot change any rule's outcome: a message whose identifier set
+    (typed nodes) an earlier message already had. Every rule picks the earliest message with
+    some identifiers (owners, joins, keys, limits), or links identifiers seen together
+    (accounts, floating groups, loose components): the earlier message already did all that.
+    Equal timestamps count as not earlier (their tie-break order is the warehouse's)."""
+    return _sql("""
+        SELECT s.message_id, s.has_user FROM :new_signatures AS s
+        WHERE EXISTS (SELECT 1 FROM :known AS k
+                      WHERE k.n = s.n AND k.lo = s.lo AND k.hi = s.hi AND k.total = s.total AND k.first_ts < s.ts)""",
+        new_signatures=new_signatures, known=known)
 
 
 @dataclass(frozen=True)
@@ -252,11 +318,11 @@ class _Rules:
 
 def _apply_rules(project: ResolvedProject, warehouse: Warehouse, scope_hits: exp.Table,
                  run: Callable[[exp.Expression], None]) -> _Rules:
-    """Rules 1-6 of docs/identity.md over the messages of ``scope_hits`` (whole loose
-    components). Earliest-first picks are ``ARG_MIN`` over (timestamp, message_id)."""
+    """Rules 1-6 (with 4b, limits) of docs/identity.md over the messages of ``scope_hits``
+    (whole loose components). Earliest-first picks are ``ARG_MIN`` over (timestamp, message_id)."""
     t = {name: exp.to_table(f"_id_{name}") for name in (
         "user_nodes", "typed", "hits", "nodes", "account_labels", "accounts", "message_accounts", "owners",
-        "floating_labels", "groups", "message_owners", "joins", "entities", "keys")}
+        "floating_labels", "groups", "message_owners", "joins", "formed", "entities", "keys")}
     run(create_as(t["user_nodes"], _sql("SELECT DISTINCT node FROM :h WHERE id_type = 'user_id'", h=scope_hits),
                   temporary=True))
     # An alias previous_id is a user id when it is some message's user id; a typed identifier
@@ -323,11 +389,28 @@ def _apply_rules(project: ResolvedProject, warehouse: Warehouse, scope_hits: exp
         SELECT g.grp, ARG_MIN(m.account, STRUCT_PACK(ts := m.ts, m := m.message_id)) AS account
         FROM :hits AS h JOIN :groups AS g ON g.node = h.node JOIN :message_owners AS m ON m.message_id = h.message_id
         GROUP BY g.grp""", hits=t["hits"], groups=t["groups"], message_owners=t["message_owners"]), temporary=True))
-    run(create_as(t["entities"], _sql("""
+    formed = _sql("""
         SELECT node, account AS entity FROM :accounts
         UNION ALL SELECT node, account FROM :owners
         UNION ALL SELECT g.node, COALESCE(j.account, g.grp) FROM :groups AS g LEFT JOIN :joins AS j ON j.grp = g.grp""",
-        accounts=t["accounts"], owners=t["owners"], groups=t["groups"], joins=t["joins"]), temporary=True))
+        accounts=t["accounts"], owners=t["owners"], groups=t["groups"], joins=t["joins"])
+    caps = limits(project)
+    if caps:
+        # Rule 4b: a profile keeps its N earliest identifiers of a limited type (rule 6's order
+        # of "earliest"); each later one is detached alone. Its label, -1 - node, is one no
+        # formed entity has (their labels are node numbers, all positive).
+        cap = exp.Case()
+        for kind, most in caps.items():
+            cap = cap.when(exp.column("id_type", table="n").eq(exp.Literal.string(kind)), exp.Literal.number(most))
+        run(create_as(t["formed"], formed, temporary=True))
+        run(create_as(t["entities"], _sql("""
+            SELECT node, CASE WHEN seat > cap THEN -1 - node ELSE entity END AS entity FROM (
+              SELECT e.node, e.entity, :cap AS cap, ROW_NUMBER() OVER (
+                       PARTITION BY e.entity, n.id_type ORDER BY n.first_ts, n.first_message, n.value) AS seat
+              FROM :formed AS e JOIN :nodes AS n ON n.node = e.node)""",
+            cap=cap, formed=t["formed"], nodes=t["nodes"]), temporary=True))
+    else:
+        run(create_as(t["entities"], formed, temporary=True))
     # Rule 6: a profile is keyed by its earliest user id, else anonymous id, else its earliest
     # identifier of the highest priority type. The key's value is the profile id (readable and
     # stable); it is prefixed with its type for other types and when two keys share a value

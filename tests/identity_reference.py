@@ -1,8 +1,8 @@
 """A plain-Python reference of identity stitching (docs/identity.md, spec section 3).
 
 Deliberately naive: it walks the landed rows in (timestamp, message_id) order and follows the
-six rules of docs/identity.md one by one, with a union-find for accounts (rule 1) and for
-floating groups (rule 3). It is an oracle for ``cdp run``'s ``cdp.identity_map`` and for who
+rules of docs/identity.md (1-6, and 4b: limits) one by one, with a union-find for accounts
+(rule 1) and for floating groups (rule 3). It is an oracle for ``cdp run``'s ``cdp.identity_map`` and for who
 each message belongs to (tests/test_stitching.py, tests/reference.py).
 
 A landed row is a dict with ``message_id, type, user_id, anonymous_id, previous_id,
@@ -99,7 +99,9 @@ class Stitched:
 
 
 def stitch(rows: Iterable[Mapping[str, Any]], as_of: datetime,
-           priority: Sequence[IdentifierSpec] = DEFAULT_PRIORITY) -> Stitched:
+           priority: Sequence[IdentifierSpec] = DEFAULT_PRIORITY,
+           limits: Mapping[str, int] | None = None) -> Stitched:
+    """``limits``: ``identity.limits`` (type → most identifiers of it a profile keeps)."""
     rows = [row for row in rows if row["timestamp"] < as_of]  # as-of applies to identity too
     ordered = sorted(rows, key=lambda row: (row["timestamp"], row["message_id"]))
     rank = {(spec if isinstance(spec, str) else spec[0]): i for i, spec in enumerate(priority)}
@@ -162,7 +164,7 @@ def stitch(rows: Iterable[Mapping[str, Any]], as_of: datetime,
         if loose and owned:
             joined.setdefault(floating.find(loose[0]), owner[best(owned)])
 
-    def profile(ident: Identifier) -> tuple:
+    def formed(ident: Identifier) -> tuple:
         if ident[0] == "user_id":
             return ("account", accounts.find(ident))
         if ident in owner:
@@ -170,15 +172,31 @@ def stitch(rows: Iterable[Mapping[str, Any]], as_of: datetime,
         group = floating.find(ident)
         return ("account", joined[group]) if group in joined else ("floating", group)
 
-    # Rule 6: key = earliest user_id, else earliest anonymous_id, else earliest identifier of
-    # the highest priority type ("earliest": by the first message carrying it; ties: value).
+    # "Earliest" (rules 4b and 6): by the first message carrying the identifier; ties: value.
     first: dict[Identifier, tuple] = {}
     for row in ordered:
         for ident in users(row) + others(row):
             first.setdefault(ident, (row["timestamp"], row["message_id"]))
+    profile_of = {ident: formed(ident) for ident in first}
+
+    # Rule 4b: a profile keeps its N earliest identifiers of a limited type; each later one
+    # is a profile of its own.
+    for kind, most in (limits or {}).items():
+        if kind == "user_id":
+            continue  # rule 1 is that limit
+        held: dict[tuple, list[Identifier]] = {}
+        for ident in first:
+            if ident[0] == kind:
+                held.setdefault(profile_of[ident], []).append(ident)
+        for idents in held.values():
+            for ident in sorted(idents, key=lambda ident: (first[ident], ident[1]))[most:]:
+                profile_of[ident] = ("detached", ident)
+
+    # Rule 6: key = earliest user_id, else earliest anonymous_id, else earliest identifier of
+    # the highest priority type.
     members: dict[tuple, list[Identifier]] = {}
     for ident in first:
-        members.setdefault(profile(ident), []).append(ident)
+        members.setdefault(profile_of[ident], []).append(ident)
     key_of: dict[tuple, Identifier] = {}
     for group, idents in members.items():
         for kind in ("user_id", "anonymous_id"):
@@ -191,7 +209,7 @@ def stitch(rows: Iterable[Mapping[str, Any]], as_of: datetime,
 
     values = [key[1] for key in key_of.values()]
     clashing = frozenset(value for value in values if values.count(value) > 1)
-    identity_map = {ident: profile_id_of(key_of[profile(ident)], clashing) for ident in first}
+    identity_map = {ident: profile_id_of(key_of[profile_of[ident]], clashing) for ident in first}
 
     # Rule 5: a message with a user_id belongs to that user's profile; any other to the
     # profile of its identifier of the highest priority type.

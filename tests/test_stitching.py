@@ -396,10 +396,98 @@ def test_two_user_ids_never_merge_without_an_alias(workspace):
     assert counts(ws) == {user("u1"): 2, user("u2"): 1}
 
 
-def test_only_the_user_id_limit_of_one_is_accepted(tmp_path):
-    cdp_yaml = MINIMAL_CDP_YAML + "identity:\n  stitch: true\n  limits: {user_id: 2}\n"
-    with pytest.raises(SpecError, match="user_id: 1"):
+# ------------------------------------------------------------------ limits (rule 4b)
+
+
+def test_an_email_limit_of_one_keeps_a_users_first_email(workspace):
+    """u1 changes email: with `limits: {email: 1}` the profile keeps old@x.io; new@x.io is a
+    profile of its own, and anonymous-only messages carrying it go there (rule 5: email
+    ranks before anonymous_id)."""
+    ws = workspace(PROJECT, STITCH_CDP_YAML + "  limits: {user_id: 1, email: 1}\n")
+    ws.land(
+        identify("u1", "2026-06-01T00:00:00Z", anonymous="a1", email="old@x.io"),
+        identify("u1", "2026-06-05T00:00:00Z", anonymous="a1", email="New@x.io"),
+        with_id(with_context(track(None, "V", "2026-06-06T00:00:00Z", anonymous="a2"), email="new@x.io"), "n1"),
+        with_id(track(None, "V", "2026-06-07T00:00:00Z", anonymous="a1"), "n2"),
+        with_id(track("u1", "V", "2026-06-08T00:00:00Z"), "n3"),
+        with_id(with_context(track(None, "V", "2026-06-09T00:00:00Z", anonymous="a1"), email="old@x.io"), "n4"),
+    )
+    ws.run()
+    assert identity_map(ws) == {
+        ("user_id", "u1"): user("u1"),
+        ("anonymous_id", "a1"): user("u1"),
+        ("email", "old@x.io"): user("u1"),
+        ("email", "new@x.io"): "email:new@x.io",
+        # joined u1 through new@x.io by rule 4; the detached email leaves alone
+        ("anonymous_id", "a2"): user("u1"),
+    }
+    assert message_ids(ws) == {user("u1"): {"n2", "n3", "n4"}, "email:new@x.io": {"n1"}}
+    assert dict(ws.query("SELECT profile_id, user_id FROM cdp.profiles")) == {user("u1"): "u1",
+                                                                              "email:new@x.io": None}
+
+
+def test_an_anonymous_id_limit_of_two_detaches_a_third_device(workspace):
+    """Three devices: the two first seen stay (a tie at one instant goes by message_id); the
+    third is a profile keyed by its anonymous id. A later run that brings an even earlier
+    device detaches the second one, without a rebuild."""
+    ws = workspace(PROJECT, STITCH_CDP_YAML + "  limits: {anonymous_id: 2}\n")
+    ws.land(
+        identify("u1", "2026-06-01T00:00:00Z", anonymous="laptop"),
+        with_id(identify("u1", "2026-06-03T00:00:00Z", anonymous="tablet"), "i-b"),
+        with_id(identify("u1", "2026-06-03T00:00:00Z", anonymous="phone"), "i-a"),
+        with_id(track(None, "V", "2026-06-04T00:00:00Z", anonymous="laptop"), "t1"),
+        with_id(track(None, "V", "2026-06-04T00:00:00Z", anonymous="phone"), "t2"),
+        with_id(track(None, "V", "2026-06-04T00:00:00Z", anonymous="tablet"), "t3"),
+        with_id(track("u1", "V", "2026-06-05T00:00:00Z", anonymous="tablet"), "t4"),
+    )
+    assert ws.run().identity_rebuilt
+    assert identity_map(ws) == {("user_id", "u1"): user("u1"), ("anonymous_id", "laptop"): user("u1"),
+                                ("anonymous_id", "phone"): user("u1"), ("anonymous_id", "tablet"): anon("tablet")}
+    assert message_ids(ws) == {user("u1"): {"t1", "t2", "t4"}, anon("tablet"): {"t3"}}
+    assert dict(ws.query("SELECT profile_id, user_id FROM cdp.profiles")) == {user("u1"): "u1", anon("tablet"): None}
+
+    ws.land(identify("u1", "2026-05-01T00:00:00Z", anonymous="old-pc"))  # landed late
+    assert not ws.run().identity_rebuilt
+    assert identity_map(ws) == {("user_id", "u1"): user("u1"), ("anonymous_id", "old-pc"): user("u1"),
+                                ("anonymous_id", "laptop"): user("u1"), ("anonymous_id", "phone"): anon("phone"),
+                                ("anonymous_id", "tablet"): anon("tablet")}
+    assert message_ids(ws) == {user("u1"): {"t1", "t4"}, anon("phone"): {"t2"}, anon("tablet"): {"t3"}}
+
+
+def test_a_detached_identifier_without_messages_of_its_own_has_no_profiles_row(workspace):
+    """Two phones seen with u1 (`limits: {phone: 1}`): the second is detached as `phone:222`.
+    Every message carrying it also carries a user id or an anonymous id (which ranks before
+    phone), so rule 5 gives that profile no messages: identity_map has it, profiles does not."""
+    ws = workspace(PROJECT, PHONE_CDP_YAML + "  limits: {phone: 1}\n")
+    ws.land(
+        with_context(identify("u1", "2026-06-01T00:00:00Z"), phone="111"),
+        with_context(identify("u1", "2026-06-02T00:00:00Z"), phone="222"),
+        with_id(with_context(track(None, "V", "2026-06-03T00:00:00Z", anonymous="a1"), phone="222"), "p1"),
+    )
+    ws.run()
+    assert identity_map(ws) == {("user_id", "u1"): user("u1"), ("phone", "111"): user("u1"),
+                                ("phone", "222"): "phone:222", ("anonymous_id", "a1"): user("u1")}
+    assert message_ids(ws) == {user("u1"): {"p1"}}
+    assert ws.query("SELECT profile_id FROM cdp.profiles") == [(user("u1"),)]
+
+
+@pytest.mark.parametrize(("limit", "key", "message"), [
+    ("user_id: 2", "user_id", ("only `limits: {user_id: 1}` is supported for user ids: they merge only through an "
+                               "explicit alias")),
+    ("phon: 1", "phon", ("unknown identifier type 'phon' (this project's identifiers: user_id, email, anonymous_id, "
+                         "phone)")),
+    ("email: 0", "email", "a limit is a positive number of email identifiers per profile, not 0"),
+    ("phone: -1", "phone", "a limit is a positive number of phone identifiers per profile, not -1"),
+])
+def test_limits_are_positive_and_of_the_projects_identifiers_and_user_id_takes_only_1(tmp_path, limit, key,
+                                                                                          message):
+    cdp_yaml = PHONE_CDP_YAML + f"  limits:\n    anonymous_id: 2\n    {limit}\n"
+    with pytest.raises(SpecError) as info:
         load_project(write_project(tmp_path, PROJECT, cdp_yaml), environ={})
+    [problem] = info.value.problems
+    assert (problem.file, problem.line, problem.key) == ("cdp.yaml", len(cdp_yaml.splitlines()),
+                                                         f"identity.limits.{key}")
+    assert problem.message.startswith(message), problem.message
 
 
 # ------------------------------------------------------------------ stability across runs
@@ -514,6 +602,8 @@ PHONES = ["p1", " p1", "p2"]
 TIMES = ["2026-06-01T00:00:00Z", "2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z",
          "2026-06-02T00:00:00+02:00", "2026-06-03T00:00:00Z", "2026-06-30T00:00:00Z", "2026-07-01T00:00:00Z"]
 PRIORITIES = {"email_first": PHONE_CDP_YAML, "anonymous_first": ANONYMOUS_FIRST_CDP_YAML}
+LIMITS = {"none": {}, "email_1": {"email": 1}, "anonymous_1": {"anonymous_id": 1}, "anonymous_2": {"anonymous_id": 2},
+          "all_1": {"user_id": 1, "email": 1, "anonymous_id": 1, "phone": 1}}
 
 
 @st.composite
@@ -556,10 +646,14 @@ def message_sets(draw) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def projects(tmp_path_factory):
+    """(priority, limits) → a project with that identifier order and those limits."""
     out = {}
     for name, cdp_yaml in PRIORITIES.items():
-        cdp_yaml = cdp_yaml.replace("path: data/test.duckdb", 'path: ":memory:"')
-        out[name] = load_project(write_project(tmp_path_factory.mktemp(name), PROJECT, cdp_yaml), environ={})
+        for limits_name, limits in LIMITS.items():
+            text = cdp_yaml.replace("path: data/test.duckdb", 'path: ":memory:"')
+            text += f"  limits: {json.dumps(limits)}\n" if limits else ""
+            root = write_project(tmp_path_factory.mktemp(f"{name}_{limits_name}"), PROJECT, text)
+            out[name, limits_name] = load_project(root, environ={})
     return out
 
 
@@ -575,18 +669,22 @@ def check(project, messages: list[dict]) -> None:
         ws.warehouse.close()
 
     rows = landed(messages)
-    expected = stitch(rows, AS_OF.replace(tzinfo=None), priority_of(project.config.identity.identifiers))
+    identity = project.config.identity
+    expected = stitch(rows, AS_OF.replace(tzinfo=None), priority_of(identity.identifiers), identity.limits)
     assert actual_map == expected.identity_map
 
     by_id = {row["message_id"]: row for row in rows}
-    expected_mids: dict[str, set[str]] = {profile_id: set() for profile_id in expected.keys}
+    # Profiles are listed by their messages: a detached identifier (rule 4b) may have none.
+    listed = {profile_id: key for profile_id, key in expected.keys.items()
+              if profile_id in expected.message_profile.values()}
+    expected_mids: dict[str, set[str]] = {profile_id: set() for profile_id in listed}
     for message_id, profile_id in expected.message_profile.items():
         if by_id[message_id]["type"] in ("track", "page", "screen"):
             expected_mids[profile_id].add(message_id)
     assert actual_mids == expected_mids
 
-    assert set(actual_profiles) == set(expected.keys)
-    for profile_id, key in expected.keys.items():
+    assert set(actual_profiles) == set(listed)
+    for profile_id, key in listed.items():
         own = [by_id[m] for m, p in expected.message_profile.items() if p == profile_id]
         row = actual_profiles[profile_id]
         users = {value for (kind, value), p in expected.identity_map.items() if kind == "user_id" and p == profile_id}
@@ -622,14 +720,14 @@ def _m(message_id: str, **fields: Any) -> dict:
 @pytest.mark.parametrize("priority", list(PRIORITIES))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
-@given(messages=message_sets())
-@example(messages=[])
-@example(messages=[  # an alias whose previous_id is a user id only through another alias
+@given(messages=message_sets(), limits=st.sampled_from(sorted(LIMITS)))
+@example(messages=[], limits="none")
+@example(limits="none", messages=[  # an alias whose previous_id is a user id only through another alias
     _m("m1", type="alias", userId="u1", previousId="u2", timestamp="2026-06-01T00:00:00Z"),
     _m("m0", type="alias", userId="u2", previousId="a1", timestamp="2026-06-02T00:00:00Z"),
     _m("m2", type="track", anonymousId="a1", event="E", timestamp="2026-06-03T00:00:00Z"),
 ])
-@example(messages=[  # a floating group joined through a chain of floating identifiers
+@example(limits="none", messages=[  # a floating group joined through a chain of floating identifiers
     _m("m0", type="identify", userId="u1", traits={"email": "e1@x.io"}, timestamp="2026-06-01T00:00:00Z"),
     _m("m1", type="page", anonymousId="a1", name="P", context={"traits": {"phone": "p1"}},
        timestamp="2026-06-01T00:00:00Z"),
@@ -638,8 +736,21 @@ def _m(message_id: str, **fields: Any) -> dict:
     _m("m3", type="track", anonymousId="a2", event="E", context={"traits": {"email": "E1@x.io"}},
        timestamp="2026-06-03T00:00:00Z"),
 ])
-def test_stitching_matches_the_reference(projects, priority, messages):
-    check(projects[priority], messages)
+@example(limits="anonymous_1", messages=[  # a detached anonymous id whose value is another profile's user id
+    _m("m0", type="identify", userId="u1", anonymousId="a1", timestamp="2026-06-01T00:00:00Z"),
+    _m("m1", type="identify", userId="u1", anonymousId="a3", timestamp="2026-06-02T00:00:00Z"),
+    _m("m2", type="track", anonymousId="a3", event="E", timestamp="2026-06-03T00:00:00Z"),
+    _m("m3", type="track", userId="a3", event="E", timestamp="2026-06-03T00:00:00Z"),
+])
+@example(limits="email_1", messages=[  # a second email, detached, and a floating device joined through it
+    _m("m0", type="identify", userId="u1", traits={"email": "e1@x.io"}, timestamp="2026-06-01T00:00:00Z"),
+    _m("m1", type="identify", userId="u1", traits={"email": "e2@x.io"}, timestamp="2026-06-02T00:00:00Z"),
+    _m("m2", type="track", anonymousId="a2", event="E", context={"traits": {"email": "e2@x.io"}},
+       timestamp="2026-06-03T00:00:00Z"),
+    _m("m3", type="track", anonymousId="a2", event="E", timestamp="2026-06-04T00:00:00Z"),
+])
+def test_stitching_matches_the_reference(projects, priority, limits, messages):
+    check(projects[priority, limits], messages)
 
 
 # ------------------------------------------------------------------ traits and audiences, stitched
@@ -725,11 +836,11 @@ def identity_tables(ws: Workspace) -> dict[str, set[tuple]]:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=message_sets(), cuts=st.lists(st.integers(0, 14), max_size=3), late=st.booleans(),
-       priority=st.sampled_from(sorted(PRIORITIES)))
-def test_incremental_runs_equal_a_full_rebuild(projects, messages, cuts, late, priority):
+       priority=st.sampled_from(sorted(PRIORITIES)), limits=st.sampled_from(sorted(LIMITS)))
+def test_incremental_runs_equal_a_full_rebuild(projects, messages, cuts, late, priority, limits):
     """Messages arrive in batches, each followed by a run at a later (or the same) as-of;
     with ``late`` every batch runs at the final as-of, so old timestamps arrive late."""
-    ws = Workspace(projects[priority])
+    ws = Workspace(projects[priority, limits])
     try:
         edges = sorted({0, *cuts, len(messages)})
         for index, (start, end) in enumerate(zip(edges, edges[1:], strict=False)):
@@ -767,3 +878,9 @@ def test_identity_is_rebuilt_when_as_of_goes_back_or_the_settings_change(workspa
     assert not ws.run(datetime(2026, 6, 10, tzinfo=UTC)).identity_rebuilt
     reordered = load_project(write_project(ws.project.root, PROJECT, ANONYMOUS_FIRST_CDP_YAML), environ={})
     assert run_project(reordered, ws.warehouse, datetime(2026, 6, 10, tzinfo=UTC)).identity_rebuilt
+    # limits too; the user_id limit of 1 is no setting (it is always so)
+    for limits, rebuilt in [("{user_id: 1}", False), ("{anonymous_id: 1}", True), ("{anonymous_id: 1}", False),
+                            ("{anonymous_id: 2}", True), ("{user_id: 1}", True)]:
+        cdp_yaml = ANONYMOUS_FIRST_CDP_YAML + f"  limits: {limits}\n"
+        limited = load_project(write_project(ws.project.root, PROJECT, cdp_yaml), environ={})
+        assert run_project(limited, ws.warehouse, datetime(2026, 6, 10, tzinfo=UTC)).identity_rebuilt == rebuilt, limits

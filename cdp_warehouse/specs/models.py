@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, ValidationError
 
 from cdp_warehouse.specs.cron import check_cron
 
@@ -57,6 +58,8 @@ class BigQueryWarehouse(Spec):
     project: str
     location: str | None = None
     credentials_path: str | None = None
+    # The API's base URL, for the BigQuery emulator or a fake (anonymous credentials then).
+    api_endpoint: str | None = None
 
 
 Warehouse = Annotated[
@@ -91,10 +94,26 @@ class IdentityConfig(Spec):
 
     @model_validator(mode="after")
     def _supported_limits(self) -> IdentityConfig:
-        # docs/identity.md: joining user ids without an alias is refused; other limits are
-        # not implemented yet, and silently ignoring them would be worse than refusing.
-        if any((kind, value) != ("user_id", 1) for kind, value in self.limits.items()):
-            raise ValueError("only `limits: {user_id: 1}` is supported (user ids merge only through an alias)")
+        """docs/identity.md "Limits": any identifier type but user_id takes a positive limit;
+        user_id takes only 1 (joining user ids without an alias is refused)."""
+        types = ["user_id", "email", "anonymous_id",
+                 *[i.name for i in self.identifiers if isinstance(i, CustomIdentifier)]]
+        problems: list[InitErrorDetails] = []
+        for kind, value in self.limits.items():
+            if kind not in types:
+                message = f"unknown identifier type {kind!r} (this project's identifiers: {', '.join(types)})"
+            elif kind == "user_id" and value != 1:
+                message = ("only `limits: {user_id: 1}` is supported for user ids: they merge only through an "
+                           "explicit alias (a higher limit would let a shared device merge accounts)")
+            elif value < 1:
+                message = f"a limit is a positive number of {kind} identifiers per profile, not {value}"
+            else:
+                continue
+            # One problem per key, located at the key (file:line of `email: 0`, not of `identity:`).
+            problems.append(InitErrorDetails(type="value_error", loc=("limits", kind), input=value,
+                                             ctx={"error": ValueError(message)}))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
         return self
 
 
