@@ -240,7 +240,7 @@ def run(context: click.Context, as_of: str | None, select: tuple[str, ...], more
             for model in explain_run(project, warehouse, instant, names):
                 console.print(f"[bold]-- {escape(model.table)}[/]", highlight=False)
                 click.echo(model.sql + ";")
-                console.print(f"[dim]-- plan ({escape(warehouse.dialect)} EXPLAIN)[/]", highlight=False)
+                console.print(f"[dim]-- plan ({escape(warehouse.dialect)} {escape(warehouse.plan_name)})[/]", highlight=False)
                 click.echo(model.plan + "\n")
         return
     with connect(project) as warehouse, _progress() as progress:

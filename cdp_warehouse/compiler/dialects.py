@@ -195,6 +195,9 @@ WAREHOUSE_DIALECTS = ("snowflake", "bigquery")
 EPOCH_OFFSET_MICROS = 62_135_596_800_000_000
 SORTABLE_WIDTH = 20
 INTEGER_OFFSET = 2**62  # integer fields (ranks) of order keys: |value| < 2**62 sorts as text
+# Snowflake compiles at most 16,384 expressions in one list (error 001795 "maximum number of
+# expressions in a list exceeded"); `cdp sync` deletes the keys a destination accepted by list.
+SNOWFLAKE_IN_LIST = 16_384
 _PLAIN_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
@@ -239,6 +242,10 @@ def _snowflake_bigquery(node: exp.Expression, dialect: str) -> exp.Expression:
             return _json_text(node.this, keys, dialect)
     if isinstance(node, exp.ArraySlice):
         return _array_head(node, dialect)
+    if dialect == "snowflake" and isinstance(node, exp.In) and len(node.expressions) > SNOWFLAKE_IN_LIST:
+        items = node.expressions
+        return exp.paren(exp.or_(*(exp.In(this=node.this.copy(), expressions=items[start:start + SNOWFLAKE_IN_LIST])
+                                   for start in range(0, len(items), SNOWFLAKE_IN_LIST))))
     return node
 
 

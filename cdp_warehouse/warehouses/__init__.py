@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from cdp_warehouse.errors import CdpError
 from cdp_warehouse.specs import ResolvedProject
 from cdp_warehouse.warehouses.base import Warehouse
+from cdp_warehouse.warehouses.bigquery import BigQueryWarehouse
 from cdp_warehouse.warehouses.duckdb import DuckDBWarehouse
 from cdp_warehouse.warehouses.postgres import PostgresWarehouse
 from cdp_warehouse.warehouses.snowflake import SnowflakeWarehouse
 
 WAREHOUSES: dict[str, type[Warehouse]] = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse,
-                                          "snowflake": SnowflakeWarehouse}
+                                          "snowflake": SnowflakeWarehouse, "bigquery": BigQueryWarehouse}
 
 
 def connect(project: ResolvedProject, *, wait_for_lock: bool = True) -> Warehouse:
     """Open the project's warehouse. ``wait_for_lock``: wait a little for another process
     that holds it (DuckDB files have one writer); the collector retries on its own."""
-    kind = project.config.warehouse.type
-    if kind not in WAREHOUSES:
-        raise CdpError(
-            f"warehouse type {kind!r} is not supported by this version yet",
-            hint="use `type: duckdb`, `postgres` or `snowflake`; `cdp compile --dialect " + kind + "` writes SQL for it",
-        )
-    return WAREHOUSES[kind].open(project, wait_for_lock=wait_for_lock)
+    return WAREHOUSES[project.config.warehouse.type].open(project, wait_for_lock=wait_for_lock)
 
 
 __all__ = ["WAREHOUSES", "Warehouse", "connect"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -62,6 +62,21 @@ def create_as(table: exp.Table, select: exp.Query, *, temporary: bool = False) -
     return exp.Create(this=table, kind="TABLE", expression=select, replace=True, properties=properties)
 
 
+def insert_new_rows(table: exp.Table, staging: exp.Table, names: Sequence[str],
+                    value: Callable[[str], exp.Expression], skip_existing_key: str | None) -> exp.Insert:
+    """``INSERT INTO table (names) SELECT value(name), ... FROM staging AS i``: a staged load's
+    last step. With ``skip_existing_key``, keys already in ``table`` are skipped and a key twice
+    in the batch lands once, as a unique key would have it (``value`` reads ``i``'s columns)."""
+    select = exp.select(*(value(name) for name in names)).from_(exp.alias_(staging.copy(), "i"))
+    if skip_existing_key:
+        key = exp.column(skip_existing_key, table="i", quoted=True)
+        already = (exp.select(exp.Literal.number(1)).from_(exp.alias_(table.copy(), "e"))
+                   .where(exp.column(skip_existing_key, table="e", quoted=True).eq(key)))
+        select = select.where(exp.Not(this=exp.Exists(this=already)))
+        select = select.qualify(exp.Window(this=exp.RowNumber(), partition_by=[key.copy()]).eq(1))
+    return exp.insert(select, table.copy(), columns=[exp.to_identifier(n, quoted=True) for n in names])
+
+
 class Warehouse(ABC):
     """A connection to one warehouse. SQL arrives as sqlglot trees and is rendered here.
 
@@ -86,6 +101,8 @@ class Warehouse(ABC):
     struct_values: bool = False
     # ``explain`` shows the planner's estimates (rows, cost) without running the statement.
     explain_estimates: bool = True
+    # What ``explain`` shows, as `cdp run --explain` labels it.
+    plan_name: str = "EXPLAIN"
 
     @classmethod
     @abstractmethod

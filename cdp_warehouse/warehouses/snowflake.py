@@ -8,6 +8,9 @@ Conventions (docs/warehouses/snowflake.md):
   tables of the same name there.
 - Snowflake commits DDL on its own (docs.snowflake.com/en/sql-reference/transactions#ddl), so
   ``transaction()`` does not group statements; loads stay idempotent (known keys skipped).
+  ``transaction(rollback=True)`` (`cdp run --explain`, `cdp preview`) cannot roll back either:
+  inside it, what would change a permanent table changes a temporary stand-in instead, which
+  later statements read, and the stand-ins are dropped at the end.
 - Loads: Arrow → Parquet file → ``PUT`` to the table stage of a temporary staging table →
   ``COPY INTO ... MATCH_BY_COLUMN_NAME`` → ``INSERT ... SELECT ... WHERE NOT EXISTS`` into the
   target (``PARSE_JSON`` for VARIANT columns), so a re-load skips known keys.
@@ -19,8 +22,8 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from sqlglot import exp
 from cdp_warehouse.compiler.dialects import lower
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse
+from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows
+from cdp_warehouse.warehouses.stand_ins import StandIns
 
 # The load's temporary staging table and stage live in a schema of their own, named without
 # quotes: fakesnow resolves stages in quoted lower-case schemas under the upper-cased name.
@@ -73,7 +77,7 @@ def connect_arguments(config: Any, schema: str | None = None) -> dict[str, Any]:
     return arguments
 
 
-class SnowflakeWarehouse(Warehouse):
+class SnowflakeWarehouse(StandIns, Warehouse):
     dialect = "snowflake"
     explain_estimates = False  # EXPLAIN shows partitions and bytes, not rows
 
@@ -81,6 +85,11 @@ class SnowflakeWarehouse(Warehouse):
         self.connection = connection
         self.arguments = arguments
         self._staging_ready = False
+        self._schema: str | None = None  # the session's current schema, once ``_use`` set it
+        # The load's temporary stage, named per session: Snowflake keeps temporary stages apart
+        # per session, fakesnow shares one folder per name (concurrent loads of two sessions,
+        # as `cdp sync` jobs make, would overwrite and purge each other's files).
+        self._stage_name = f"{STAGE}_{uuid.uuid4().hex[:12].upper()}"
         # The session's TIMEZONE is UTC through ``session_parameters`` at connect (not an
         # ALTER SESSION, which fakesnow does not implement).
 
@@ -90,8 +99,13 @@ class SnowflakeWarehouse(Warehouse):
         # Temporary tables go to the current schema: the models schema, when it exists yet
         # (``ensure_landing`` creates it and comes back here).
         with suppress(WarehouseError):
-            warehouse.execute(exp.Use(kind=exp.var("SCHEMA"), this=exp.table_(project.models_schema, quoted=True)))
+            warehouse._use(project.models_schema)
         return warehouse
+
+    def _use(self, schema: str) -> None:
+        """Make ``schema`` the session's current one (where unqualified temporary tables go)."""
+        self.execute(exp.Use(kind=exp.var("SCHEMA"), this=exp.table_(schema, quoted=True)))
+        self._schema = schema
 
     @classmethod
     def connect(cls, arguments: dict[str, Any]) -> SnowflakeWarehouse:
@@ -136,8 +150,14 @@ class SnowflakeWarehouse(Warehouse):
             statement = _snowflake_columns(statement)
         return lower(statement, self.dialect).sql(dialect=self.dialect, pretty=pretty, identify=True)
 
-    def execute(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None:
+    def _apply(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None:
         self._cursor(self._text(statement, parameters), parameters).close()
+
+    def _query_columns(self, query: exp.Query) -> list[str]:
+        return [column[0] for column in self._cursor(self.render(query)).description]
+
+    def _is_scratch(self, table: exp.Table) -> bool:
+        return table.db.upper() == STAGING_SCHEMA
 
     def _rows(self, cursor: Any) -> list[tuple]:
         """Rows as DuckDB gives them: ARRAY columns (JSON text from the connector) as lists,
@@ -162,15 +182,15 @@ class SnowflakeWarehouse(Warehouse):
         return converted
 
     def fetch(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[tuple]:
-        return self._rows(self._cursor(self._text(query, parameters), parameters))
+        return self._rows(self._cursor(self._text(self._reading(query), parameters), parameters))
 
     def fetch_dicts(self, query: exp.Expression | str, parameters: Sequence[Any] | None = None) -> list[dict]:
-        cursor = self._cursor(self._text(query, parameters), parameters)
+        cursor = self._cursor(self._text(self._reading(query), parameters), parameters)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in self._rows(cursor)]
 
     def fetch_arrow(self, query: exp.Expression | str) -> pa.Table:
-        cursor = self._cursor(self._text(query, None))
+        cursor = self._cursor(self._text(self._reading(query), None))
         names = [column[0] for column in cursor.description]
         table = cursor.fetch_arrow_all() if hasattr(cursor, "fetch_arrow_all") else None
         if table is not None:
@@ -182,10 +202,20 @@ class SnowflakeWarehouse(Warehouse):
                                      for values in columns], names=names)
 
     def explain(self, statement: exp.Expression | str) -> str:
-        rows = self._cursor("EXPLAIN USING TEXT " + self.render(statement)).fetchall()
+        """``EXPLAIN USING TEXT``: the plan's operators, partitions and bytes (nothing is run).
+        A statement Snowflake will not explain gives a line saying so instead of an error, so
+        `cdp run --explain` still shows every model's SQL (running the model would report
+        the error). fakesnow explains nothing (docs/warehouses/snowflake.md)."""
+        try:
+            rows = self._cursor("EXPLAIN USING TEXT " + self._text(self._reading(statement), None)).fetchall()
+        except WarehouseError as error:
+            return f"no plan: Snowflake did not explain this statement ({error})"
         return "\n".join(str(row[0]) for row in rows)
 
     def columns(self, schema: str, table: str) -> list[str]:
+        stand_in = self._stand_in_columns(schema, table)
+        if stand_in is not None:
+            return stand_in
         return [name for name, _ in self._column_types(schema, table)]
 
     def _column_types(self, schema: str, table: str) -> list[tuple[str, str]]:
@@ -199,7 +229,7 @@ class SnowflakeWarehouse(Warehouse):
     def ensure_landing(self, project: ResolvedProject) -> None:
         super().ensure_landing(project)
         # Temporary tables are created in the current schema: make it ours.
-        self.execute(exp.Use(kind=exp.var("SCHEMA"), this=exp.table_(project.models_schema, quoted=True)))
+        self._use(project.models_schema)
 
     # ------------------------------------------------------------------ loads
 
@@ -237,17 +267,9 @@ class SnowflakeWarehouse(Warehouse):
                     return exp.Anonymous(this="PARSE_JSON", expressions=[column])
                 return column
 
-            select = exp.select(*(value(name) for name in names)).from_(exp.alias_(staging.copy(), "i"))
-            if skip_existing_key:
-                already = (exp.select(exp.Literal.number(1)).from_(exp.alias_(table.copy(), "e"))
-                           .where(exp.column(skip_existing_key, table="e", quoted=True)
-                                  .eq(exp.column(skip_existing_key, table="i", quoted=True))))
-                select = select.where(exp.Not(this=exp.Exists(this=already)))
-                # a key twice in one batch lands once, as a unique key would have it
-                select = select.qualify(exp.Window(
-                    this=exp.RowNumber(),
-                    partition_by=[exp.column(skip_existing_key, table="i", quoted=True)]).eq(1))
-            insert = exp.insert(select, table.copy(), columns=[exp.to_identifier(n, quoted=True) for n in names])
+            insert = insert_new_rows(table, staging, names, value, skip_existing_key)
+            if self._stand_ins is not None:
+                insert = self._dry(insert)
             cursor = self._cursor(self.render(insert))
             inserted = cursor.rowcount
             cursor.close()
@@ -257,8 +279,8 @@ class SnowflakeWarehouse(Warehouse):
 
     def _stage(self, staging: exp.Table, rows: pa.Table) -> None:
         """``PUT`` the rows as one Parquet file on the staging table's stage, ``COPY INTO`` it."""
-        stage = exp.var("@" + exp.table_(STAGE, db=STAGING_SCHEMA).sql(dialect="snowflake"))
-        self.execute(exp.Create(this=exp.table_(STAGE, db=STAGING_SCHEMA), kind="STAGE", replace=True,
+        stage = exp.var("@" + exp.table_(self._stage_name, db=STAGING_SCHEMA).sql(dialect="snowflake"))
+        self.execute(exp.Create(this=exp.table_(self._stage_name, db=STAGING_SCHEMA), kind="STAGE", replace=True,
                                 properties=exp.Properties(expressions=[exp.TemporaryProperty()])))
         with tempfile.TemporaryDirectory(prefix="cdp_snowflake_") as folder:
             path = Path(folder) / "rows.parquet"
@@ -281,20 +303,17 @@ class SnowflakeWarehouse(Warehouse):
     # ------------------------------------------------------------------ sessions
 
     def duplicate(self) -> SnowflakeWarehouse:
-        """A new session (its own transactions and temporary tables), in the same schema."""
+        """A new session (its own transactions and temporary tables), in the same schema: a
+        new connection has no current schema, and an unqualified temporary table (`cdp sync`'s
+        ``_sync_changes``, on a connection of its own per job) needs one."""
         other = SnowflakeWarehouse.connect(self.arguments)
+        if self._schema:
+            try:
+                other._use(self._schema)
+            except WarehouseError:
+                other.close()
+                raise
         return other
-
-    @contextmanager
-    def transaction(self, rollback: bool = False) -> Iterator[None]:
-        """Statements run as they come (autocommit). Snowflake commits any DDL implicitly,
-        including the CREATE of a staging table inside a load
-        (docs.snowflake.com/en/sql-reference/transactions#ddl), so a BEGIN could not hold a
-        batch together anyway (and fakesnow refuses DDL inside one). What keeps a batch safe
-        instead: every load skips known keys, so re-running an interrupted load completes it.
-        ``rollback`` (previews): previews only create temporary tables, which end with the
-        session."""
-        yield
 
     def close(self) -> None:
         self.connection.close()

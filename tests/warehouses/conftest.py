@@ -4,9 +4,12 @@ and database `.ci/postgres.sh` creates). Unreachable → the tests are skipped, 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -42,3 +45,14 @@ def pg_schemas(postgres_dsn) -> Iterator[Callable[[str], str]]:
     with psycopg.connect(postgres_dsn, autocommit=True) as connection:
         for name in names:
             connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def demo_halves(folder: Path, count: int, end: datetime) -> list[Path]:
+    """The demo's events in two JSONL halves (a second load extends what the first landed)."""
+    from cdp_warehouse.demo.generator import generate_events
+
+    messages = list(generate_events(count, end=end))
+    halves = [folder / "first.jsonl", folder / "second.jsonl"]
+    for path, part in zip(halves, (messages[::2], messages[1::2]), strict=True):
+        path.write_text("".join(json.dumps(m) + "\n" for m in part))
+    return halves

@@ -5,7 +5,6 @@ Needs a server (see conftest.py); every test works in schemas of its own."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ import sqlglot
 from sqlglot import exp
 
 from cdp_warehouse.collect.loader import land_messages, load_files
-from cdp_warehouse.demo.generator import generate_events
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.runner import run
 from cdp_warehouse.specs import load_project
@@ -26,6 +24,7 @@ from cdp_warehouse.warehouses.postgres import PostgresWarehouse
 from tests.cli.test_cli_validate_load import cdp, runner  # noqa: F401 (fixture)
 from tests.conftest import REPO, identify, track
 from tests.fakes import FakeBraze
+from tests.warehouses.conftest import demo_halves
 
 END = datetime(2026, 6, 30, tzinfo=UTC)  # the demo events precede it; every run is as of it
 DEMO_EVENTS = 20_000
@@ -42,8 +41,10 @@ def _schema(warehouse: PostgresWarehouse, name: str) -> None:
     warehouse.execute(exp.Create(this=exp.to_identifier(name, quoted=True), kind="SCHEMA", exists=True))
 
 
-def _example(root: Path, warehouse_yaml: str, raw: str, models: str, *, stitch: bool = False) -> Path:
-    """The repo's example project (cdp.yaml, audiences/, tracking plan) on another warehouse."""
+def _example(root: Path, warehouse_yaml: str, raw: str, models: str, *, stitch: bool = False,
+             limits: str = "") -> Path:
+    """The repo's example project (cdp.yaml, audiences/, tracking plan) on another warehouse;
+    ``limits``: lines added to its ``identity.limits``."""
     root.mkdir(parents=True)
     shutil.copytree(REPO / "audiences", root / "audiences")
     shutil.copy(REPO / "tracking_plan.yaml", root / "tracking_plan.yaml")
@@ -54,6 +55,7 @@ def _example(root: Path, warehouse_yaml: str, raw: str, models: str, *, stitch: 
     text = text[:start] + f"schemas: {{raw: {raw}, models: {models}}}\n" + text[end:]
     if stitch:
         text = text.replace("identity:\n", "identity:\n  stitch: true\n", 1)
+    text = text.replace("  limits:\n", "  limits:\n" + limits, 1)
     (root / "cdp.yaml").write_text(text)
     return root
 
@@ -65,12 +67,8 @@ DUCKDB_YAML = "  type: duckdb\n  path: data/warehouse.duckdb\n"
 @pytest.fixture(scope="module")
 def demo_events(tmp_path_factory) -> list[Path]:
     """The demo's events in two halves (a second load extends what the first landed)."""
-    folder = tmp_path_factory.mktemp("demo")
-    messages = list(generate_events(DEMO_EVENTS, end=END))
-    halves = [folder / "first.jsonl", folder / "second.jsonl"]
-    for path, part in zip(halves, (messages[::2], messages[1::2]), strict=True):
-        path.write_text("".join(json.dumps(m) + "\n" for m in part))
-    return halves
+    return demo_halves(tmp_path_factory.mktemp("demo"), DEMO_EVENTS, END)
+
 
 
 # ---------------------------------------------------------------- the interface
@@ -215,28 +213,37 @@ def _tables(project, warehouse, names) -> dict[str, list[tuple]]:
     return result
 
 
-@pytest.mark.parametrize("stitch", [False, True], ids=["coalesce", "stitched"])
-def test_postgres_computes_what_duckdb_computes(tmp_path, pg_schemas, demo_events, postgres_dsn, stitch):
-    """The example project on the demo events, loaded in two halves with a run after each
-    (so stitching also extends its state incrementally): every table equal, row by row."""
-    environ = {"CDP_TEST_POSTGRES_DSN": postgres_dsn}
-    projects = {
-        "duckdb": load_project(_example(tmp_path / "duckdb", DUCKDB_YAML, "raw", "cdp", stitch=stitch), environ=environ),
-        "postgres": load_project(_example(tmp_path / "postgres", POSTGRES_YAML, pg_schemas("raw"), pg_schemas("cdp"),
-                                          stitch=stitch), environ=environ),
-    }
-    names = TABLES + (("identity_map",) if stitch else ())
+def computed_in_halves(projects: dict, halves: list[Path], names: tuple[str, ...]) -> dict[str, dict]:
+    """Per warehouse kind: load the first half, run a week before END, load the second half,
+    run at END (stitching then extends its state); every row of ``names``."""
     computed = {}
     for kind, project in projects.items():
         with connect(project) as warehouse:
             assert warehouse.dialect == kind
-            load_files(project, warehouse, [demo_events[0]])
+            load_files(project, warehouse, [halves[0]])
             run(project, warehouse, END - timedelta(days=7))
-            load_files(project, warehouse, [demo_events[1]])
+            load_files(project, warehouse, [halves[1]])
             result = run(project, warehouse, END)
-            if stitch:
+            if project.config.identity.stitch:
                 assert not result.identity_rebuilt  # the second run extended the first's state
             computed[kind] = _tables(project, warehouse, names)
+    return computed
+
+
+@pytest.mark.parametrize(("stitch", "limits"), [(False, ""), (True, ""), (True, "    email: 1\n    anonymous_id: 1\n")],
+                         ids=["coalesce", "stitched", "stitched_with_limits"])
+def test_postgres_computes_what_duckdb_computes(tmp_path, pg_schemas, demo_events, postgres_dsn, stitch, limits):
+    """The example project on the demo events, loaded in two halves with a run after each
+    (so stitching also extends its state incrementally): every table equal, row by row."""
+    environ = {"CDP_TEST_POSTGRES_DSN": postgres_dsn}
+    projects = {
+        "duckdb": load_project(_example(tmp_path / "duckdb", DUCKDB_YAML, "raw", "cdp", stitch=stitch, limits=limits),
+                               environ=environ),
+        "postgres": load_project(_example(tmp_path / "postgres", POSTGRES_YAML, pg_schemas("raw"), pg_schemas("cdp"),
+                                          stitch=stitch, limits=limits), environ=environ),
+    }
+    names = TABLES + (("identity_map",) if stitch else ())
+    computed = computed_in_halves(projects, demo_events, names)
     for name in names:
         duckdb_rows, postgres_rows = computed["duckdb"][name], computed["postgres"][name]
         assert len(duckdb_rows) > 10, name
