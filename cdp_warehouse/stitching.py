@@ -10,9 +10,11 @@ Runs are incremental. The state kept between runs (in the models schema):
 ``_identity_messages`` (messages already stitched), ``_identity_hits`` (their identifiers),
 ``_identity_nodes`` (each identifier's number and its component in the *loose* graph, where
 all identifiers of a message are linked and a user id and an anonymous id of the same value
-are one node) and ``_identity_state`` (as-of and settings of the last run). Every rule
-decides within one loose component, so a run re-applies the rules only to the components
-its new messages touch.
+are one node), ``_identity_minutes`` (messages stitched per minute of timestamps: where new
+messages are searched), ``_identity_signatures`` (the earliest message of each identifier
+set: a later message with a known set is inert) and ``_identity_state`` (as-of and settings
+of the last run). Every rule decides within one loose component, so a run re-applies the
+rules only to the components its non-inert new messages touch.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ from cdp_warehouse.specs.models import CustomIdentifier
 from cdp_warehouse.warehouses.base import Warehouse, create_as, create_table
 
 DEFAULT_PRIORITY = ("user_id", "email", "anonymous_id")
-STATE_VERSION = 2  # bump when the state tables change shape: the next run rebuilds them
+STATE_VERSION = 3  # bump when the state tables change shape: the next run rebuilds them
 # Types whose values share one loose node: an alias previous_id is one or the other, and a
 # user id equal to an anonymous id must meet it to name both profiles apart (rule 6).
 _ID_TYPES = ("user_id", "anonymous_id", "previous_id")
 _STATE_COLUMNS = {
     "state": (("as_of", "timestamp"), ("fingerprint", "text")),
-    "messages": (("message_id", "text"),),
+    "messages": (("message_id", "text"), ("ts", "timestamp")),
+    # How many messages of each minute of timestamps were stitched: a minute whose count in
+    # the landing table grew holds new messages; only those minutes are searched for them.
+    "minutes": (("day", "date"), ("minute", "int"), ("messages", "bigint")),
     "hits": (("message_id", "text"), ("message_type", "text"), ("ts", "timestamp"), ("id_type", "text"),
              ("value", "text"), ("node", "bigint")),
     "nodes": (("node", "bigint"), ("cls", "text"), ("value", "text"), ("component", "bigint")),
@@ -178,17 +183,43 @@ def stitch(
     state = state_tables(project)
     full = full_refresh or not _can_extend(project, warehouse, as_of)
     t = {name: exp.to_table(f"_id_{name}") for name in (
-        "new_events", "new_raw", "new", "new_signatures", "inert", "scope", "scope_hits")}
+        "counts", "changed", "known", "new_events", "new_raw", "new", "new_signatures", "inert", "scope",
+        "scope_hits")}
+    events = events_table(project)
+    if not full:
+        # Messages per minute of timestamps now; a minute with fewer than were stitched lost
+        # events (deleted from the landing table): the state no longer describes it.
+        run(create_as(t["counts"], _sql(f"""
+            SELECT {_MINUTE}, COUNT(*) AS messages FROM :events AS e WHERE e."timestamp" < :as_of
+            GROUP BY 1, 2""", events=events, as_of=as_of), temporary=True))
+        run(create_as(t["changed"], _sql("""
+            SELECT c.day, c.minute, c.messages < COALESCE(s.messages, 0) AS fewer
+            FROM :counts AS c FULL OUTER JOIN :minutes AS s ON s.day = c.day AND s.minute = c.minute
+            WHERE c.messages IS NULL OR s.messages IS NULL OR c.messages <> s.messages""",
+            counts=t["counts"], minutes=state["minutes"]), temporary=True))
+        full = bool(warehouse.fetch(_sql("SELECT COUNT(*) FROM :changed WHERE fewer OR day IS NULL",
+                                         changed=t["changed"]))[0][0])
     if full:
         for name, columns in _STATE_COLUMNS.items():
             run(exp.Drop(tables=[state[name].copy()], kind="TABLE", exists=True))
             run(create_table(state[name].copy(), columns))
-        new_raw = _identifiers(project, events_table(project), before(as_of))
+        # every message is new: the two columns the message and minute state keep
+        run(create_as(t["new_events"], _sql('SELECT e.message_id, e."timestamp" FROM :events AS e WHERE e."timestamp" < :as_of',
+                                            events=events, as_of=as_of), temporary=True))
+        new_events = t["new_events"]
+        new_raw = _identifiers(project, events, before(as_of))
     else:
-        run(create_as(t["new_events"], _sql("""
-            SELECT * FROM :events AS e
-            WHERE e."timestamp" < :as_of AND NOT EXISTS (SELECT 1 FROM :messages AS m WHERE m.message_id = e.message_id)""",
-            events=events_table(project), as_of=as_of, messages=state["messages"]), temporary=True))
+        # The new messages: in the minutes whose count grew, those not stitched yet.
+        run(create_as(t["known"], _sql(f"""
+            SELECT m.message_id FROM :messages AS m JOIN :changed AS c
+              ON c.day = CAST(m.ts AS DATE) AND c.minute = {_minute_of("m.ts")}""",
+            messages=state["messages"], changed=t["changed"]), temporary=True))
+        run(create_as(t["new_events"], _sql(f"""
+            SELECT e.* FROM :events AS e JOIN :changed AS c
+              ON c.day = CAST(e."timestamp" AS DATE) AND c.minute = {_minute_of(_EVENT_TS)}
+            WHERE e."timestamp" < :as_of AND NOT EXISTS (SELECT 1 FROM :known AS k WHERE k.message_id = e.message_id)""",
+            events=events, as_of=as_of, changed=t["changed"], known=t["known"]), temporary=True))
+        new_events = t["new_events"]
         new_raw = _identifiers(project, t["new_events"], None)
     run(create_as(t["new_raw"], new_raw, temporary=True))
     # New identifiers take the next numbers, in no particular order: no result depends on a
@@ -207,8 +238,14 @@ def stitch(
     run(exp.insert(exp.select("*").from_(t["new"].copy()), state["hits"].copy()))
     # messages read = rows the state gains (a table's count is cheap; a COUNT(DISTINCT) was not)
     stitched_before = count(state["messages"])
-    run(exp.insert(_sql("SELECT DISTINCT message_id FROM :new", new=t["new"]), state["messages"].copy()))
+    run(exp.insert(_sql('SELECT e.message_id, e."timestamp" FROM :new_events AS e', new_events=new_events),
+                   state["messages"].copy()))
     messages = count(state["messages"]) - stitched_before
+    run(create_as(state["minutes"], _sql(f"""
+        SELECT day, minute, CAST(SUM(messages) AS BIGINT) AS messages FROM (
+          SELECT day, minute, messages FROM :minutes
+          UNION ALL SELECT {_MINUTE}, COUNT(*) FROM :new_events AS e GROUP BY 1, 2) AS m
+        GROUP BY day, minute""", minutes=state["minutes"], new_events=new_events)))
     loose = merge_components(warehouse, state["nodes"], _sql(
         "SELECT node AS a, MIN(node) OVER (PARTITION BY message_id) AS b FROM :new", new=t["new"]), rewrite=full)
     run(exp.Delete(this=state["state"].copy()))
@@ -293,6 +330,15 @@ def _signatures(project: ResolvedProject, hits: exp.Table) -> exp.Query:
         FROM :hits AS h GROUP BY message_id
         HAVING COUNT(*) <= 3 AND MAX(CASE WHEN message_type = 'alias' THEN 1 ELSE 0 END) = 0""",
         hits=hits, typed=typed)
+
+
+def _minute_of(ts: str) -> str:
+    """The minute of the day of ``ts`` (a fixed fragment of this module's statements)."""
+    return f"CAST(EXTRACT(HOUR FROM {ts}) * 60 + EXTRACT(MINUTE FROM {ts}) AS INT)"
+
+
+_EVENT_TS = 'e."timestamp"'
+_MINUTE = f"CAST({_EVENT_TS} AS DATE) AS day, {_minute_of(_EVENT_TS)} AS minute"
 
 
 def _inert(new_signatures: exp.Table, known: exp.Table) -> exp.Query:

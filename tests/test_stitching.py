@@ -869,6 +869,23 @@ def test_a_run_reads_only_new_messages_and_keeps_untouched_profiles(workspace):
     assert counts(ws) == {"u1": 0, "a2": 2, "a3": 1}
 
 
+def test_only_minutes_whose_count_grew_are_searched_and_a_deleted_event_rebuilds(workspace):
+    ws = workspace(PROJECT, STITCH_CDP_YAML)
+    ws.land(identify("u1", "2026-06-01T00:00:00Z", anonymous="a1"), page(None, "Home", "2026-06-01T00:00:30Z", anonymous="a2"))
+    assert ws.run(datetime(2026, 6, 10, tzinfo=UTC)).identity_rebuilt
+    # a late arrival in a minute that already had a stitched message: its count grew
+    ws.land(track(None, "E", "2026-06-01T00:00:10Z", anonymous="a1"))
+    late = ws.run(datetime(2026, 6, 10, tzinfo=UTC))
+    assert (late.identity_rebuilt, late.messages_stitched) == (False, 1)
+    assert counts(ws) == {"u1": 1, "a2": 1}  # a1's anonymous track went to u1 (identifies are not counted)
+    # nothing new: no minute changed, nothing read
+    assert ws.run(datetime(2026, 6, 10, tzinfo=UTC)).messages_stitched == 0
+    # an event deleted from the landing table: the stitched state no longer describes it
+    ws.query("DELETE FROM raw.events WHERE type = 'page'")
+    deleted = ws.run(datetime(2026, 6, 10, tzinfo=UTC))
+    assert deleted.identity_rebuilt and identity_map(ws) == {("user_id", "u1"): "u1", ("anonymous_id", "a1"): "u1"}
+
+
 def test_identity_is_rebuilt_when_as_of_goes_back_or_the_settings_change(workspace, tmp_path):
     ws = workspace(PROJECT, STITCH_CDP_YAML)
     ws.land(identify("u1", "2026-06-01T00:00:00Z", anonymous="a1"), identify("u2", "2026-06-15T00:00:00Z", anonymous="a1"))
