@@ -211,9 +211,14 @@ def test_load_run_explain_and_sync_the_example_project_on_bigquery(runner, tmp_p
         assert explained.exit_code == 0, explained.output
         assert explained.output.count("(bigquery dry run)") == 4
         assert explained.output.count("dry run: ") == 4 and "would process" in explained.output
-        # what the rehearsal built is gone, and the real tables are as the run left them
+        previewed = cdp(runner, "preview", "churn_risk", "--as-of", (END + timedelta(days=30)).isoformat(), env=env)
+        assert previewed.exit_code == 0, previewed.output
+        assert "churn_risk" in previewed.output
+        # what explain and preview built is gone, and the real tables are as the run left them
         assert {name: fake.query(f"SELECT * FROM cdp.{name} ORDER BY ALL") for name in TABLES} == kept
         assert fake.query("SELECT schema_name FROM information_schema.schemata ORDER BY 1") == datasets
+        tables = fake.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'cdp' ORDER BY 1")
+        assert not [name for (name,) in tables if name.startswith(("_cdp_dry", "_cdp_incoming"))]
 
         synced = cdp(runner, "sync", "churn_risk", "--to", "braze", env=env)
         assert synced.exit_code == 0, synced.output
