@@ -242,6 +242,10 @@ def _snowflake_bigquery(node: exp.Expression, dialect: str) -> exp.Expression:
             return _json_text(node.this, keys, dialect)
     if isinstance(node, exp.ArraySlice):
         return _array_head(node, dialect)
+    if (dialect == "bigquery" and isinstance(node, exp.Cast) and isinstance(node.this, exp.JSONObject)
+            and node.to.this in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR)):
+        # BigQuery has no CAST from JSON to STRING ("Invalid cast from JSON to STRING").
+        return exp.Anonymous(this="TO_JSON_STRING", expressions=[node.this.copy()])
     if dialect == "snowflake" and isinstance(node, exp.In) and len(node.expressions) > SNOWFLAKE_IN_LIST:
         items = node.expressions
         return exp.paren(exp.or_(*(exp.In(this=node.this.copy(), expressions=items[start:start + SNOWFLAKE_IN_LIST])

@@ -38,6 +38,7 @@ from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows
 from cdp_warehouse.warehouses.stand_ins import StandIns
 
 STAGING_PREFIX = "_cdp_incoming_"
+DEFAULT_LOCATION = "US"
 _PARAMETER_TYPES = ((bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (Decimal, "NUMERIC"),
                     (datetime, "DATETIME"), (date, "DATE"), (str, "STRING"))
 
@@ -100,6 +101,8 @@ class BigQueryWarehouse(StandIns, Warehouse):
         from google.cloud import bigquery  # optional: `pip install cdp_warehouse[bigquery]`
 
         try:
+            if not arguments.get("location"):
+                arguments = {**arguments, "location": _dataset_location(bigquery.Client(**arguments), scratch_dataset)}
             client = bigquery.Client(**arguments)
             warehouse = cls(client, arguments, scratch_dataset)
             warehouse._start_session()
@@ -211,9 +214,12 @@ class BigQueryWarehouse(StandIns, Warehouse):
         return [field.name for field in found.schema]
 
     def _column_types(self, table: exp.Table) -> dict[str, str]:
-        found = self.client.get_table(f"{self.project_id}.{table.db}.{table.name}")
-        return {field.name: "JSON" if field.field_type == "JSON" else _standard_type(field.field_type)
-                for field in found.schema}
+        """Standard SQL type of each column of ``table`` (a temporary table, or the stand-in
+        of a permanent one inside ``transaction(rollback=True)``, too)."""
+        _, rows = self._result(self.render(self._reading(exp.select("*").from_(table.copy()).limit(0))))
+        # no CAST for arrays and records ("" : the value goes in as it is)
+        return {field.name: "" if field.mode == "REPEATED" or field.field_type in ("RECORD", "STRUCT")
+                else _standard_type(field.field_type) for field in rows.schema or []}
 
     # ------------------------------------------------------------------ loads
 
@@ -229,7 +235,7 @@ class BigQueryWarehouse(StandIns, Warehouse):
         names = list(rows.column_names)
         staging = exp.table_(f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}", db=self.scratch_dataset)
         buffer = io.BytesIO()
-        pq.write_table(rows, buffer)
+        pq.write_table(_loadable(rows), buffer)
         size = buffer.tell()
         buffer.seek(0)
         try:
@@ -241,13 +247,16 @@ class BigQueryWarehouse(StandIns, Warehouse):
         except exceptions.GoogleAPICallError as error:
             raise WarehouseError(f"load into {table.sql(dialect='bigquery')}: {_message(error)}") from error
         try:
-            types = self._column_types(table) if table.db else {}
+            types = self._column_types(table)
 
             def value(name: str) -> exp.Expression:
                 column = exp.column(name, table="i", quoted=True)
                 if types.get(name) == "JSON":
-                    return exp.Anonymous(this="PARSE_JSON", expressions=[column])
-                if name in types:
+                    # numbers JSON cannot hold exactly (a 20-digit id) are rounded, not refused:
+                    # one such property would fail the whole load
+                    return exp.Anonymous(this="PARSE_JSON", expressions=[column, exp.Kwarg(
+                        this=exp.var("wide_number_mode"), expression=exp.Literal.string("round"))])
+                if types.get(name):
                     return exp.cast(column, exp.DataType.build(types[name], dialect="bigquery"))
                 return column
 
@@ -274,6 +283,19 @@ class BigQueryWarehouse(StandIns, Warehouse):
         self.client.close()
 
 
+def _dataset_location(client: Any, dataset: str) -> str:
+    """Where the models dataset lives (a session runs every job in its own location, so it must
+    be created there); BigQuery's default, US, when the dataset does not exist yet."""
+    from google.api_core import exceptions
+
+    try:
+        return client.get_dataset(f"{client.project}.{dataset}").location or DEFAULT_LOCATION
+    except exceptions.NotFound:
+        return DEFAULT_LOCATION
+    finally:
+        client.close()
+
+
 def _parameter(value: Any) -> Any:
     from google.cloud import bigquery
 
@@ -294,6 +316,13 @@ def _is_temporary(create: exp.Create) -> bool:
 
 def _created(create: exp.Create) -> exp.Table:
     return create.this.this if isinstance(create.this, exp.Schema) else create.this
+
+
+def _loadable(rows: pa.Table) -> pa.Table:
+    """Columns a load job can type: a column of nulls only (Arrow's null type) as STRING; the
+    INSERT casts every column to the target's type."""
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in rows.schema]
+    return rows.cast(pa.schema(fields)) if fields != list(rows.schema) else rows
 
 
 def _row(values: tuple, json_columns: list[int]) -> tuple:

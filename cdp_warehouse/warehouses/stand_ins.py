@@ -32,7 +32,10 @@ class StandIns:
     _stand_ins: dict[tuple[str, str], bool] | None = None
 
     def execute(self, statement: exp.Expression | str, parameters: Sequence[Any] | None = None) -> None:
-        if self._stand_ins is not None and isinstance(statement, exp.Expression):
+        if self._stand_ins is not None:
+            if isinstance(statement, str):  # text cannot be redirected to stand-ins
+                raise WarehouseError("a statement as text cannot run in a rolled-back transaction on this warehouse",
+                                     hint="this is a bug in cdp_warehouse: previews and explains must keep nothing")
             statement = self._dry(statement)
             if statement is None:
                 return
@@ -139,7 +142,15 @@ class StandIns:
                 source = exp.table_(key[1], db=key[0], quoted=True)
                 self._apply(create_as(_stand_in(key), exp.select("*").from_(source), temporary=True))
                 stand_ins[key] = True
-        return self._reading(statement)
+            return self._reading(statement)
+        if isinstance(statement, exp.Create | exp.Drop) and statement.kind in ("SCHEMA", "STAGE"):
+            return statement  # an empty schema, a load's stage: as any command makes them
+        if isinstance(statement, exp.Query | exp.Use | exp.Put) or (
+                isinstance(statement, exp.Copy) and self._permanent(statement.this) is None):
+            return self._reading(statement)
+        # Anything else might change a permanent object that no stand-in can take the place of.
+        raise WarehouseError(f"{statement.key.upper()} cannot run in a rolled-back transaction on this warehouse",
+                             hint="this is a bug in cdp_warehouse: previews and explains must keep nothing")
 
     def _reading(self, statement: exp.Expression) -> exp.Expression:
         """``statement`` reading (and writing) the stand-ins of the tables written so far
@@ -157,7 +168,9 @@ class StandIns:
             # a tree put in for a placeholder (``:nodes AS n``) is a table inside the aliased one
             wrapper = table.parent if isinstance(table.parent, exp.Table) else None
             if target is not None and (target is table or target is wrapper):
-                if isinstance(tree, exp.Delete | exp.Update) and not (table.alias or (wrapper and wrapper.alias)):
+                if table.args.get("alias"):  # `DELETE FROM cdp.t AS x WHERE x.id = 1`
+                    stand_in.set("alias", table.args["alias"].copy())
+                elif isinstance(tree, exp.Delete | exp.Update) and not (wrapper and wrapper.alias):
                     renamed[key[1]] = stand_in.name  # `"identity_map"."identifier"` in its WHERE
             elif table.args.get("alias"):
                 stand_in.set("alias", table.args["alias"].copy())

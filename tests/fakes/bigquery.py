@@ -166,6 +166,8 @@ class FakeBigQuery(FakeServer):
         self.statements: list[str] = []
         self.failures: list[BigQueryError] = []
         self._uploads: dict[str, dict[str, Any]] = {}
+        self.dataset_locations: dict[str, str] = {}  # where each dataset was created
+        self.session_locations: dict[str, str] = {}  # a session runs every job where it was made
 
     # ------------------------------------------------------------------ test helpers
     def fail_next_jobs(self, reason: str, message: str, times: int = 1) -> None:
@@ -209,6 +211,8 @@ class FakeBigQuery(FakeServer):
                     return self._results(self._job(m.group(1)), params)
                 if (m := re.fullmatch(r"/datasets/([^/]+)/tables/([^/]+)", rest)) and method == "GET":
                     return Response(200, self._table(m.group(1), m.group(2)))
+                if (m := re.fullmatch(r"/datasets/([^/]+)", rest)) and method == "GET":
+                    return Response(200, self._dataset(m.group(1)))
                 return Response(404, error_body(404, "notFound", f"Not found: {method} {rest}"))
             except BigQueryError as error:
                 status = _REASON_STATUS.get(error.reason, 400)
@@ -263,11 +267,13 @@ class FakeBigQuery(FakeServer):
         if query.get("createSession"):
             job.session_id = "fake-session-" + uuid.uuid4().hex[:16]
             self.sessions[job.session_id] = self.database.cursor()
+            self.session_locations[job.session_id] = job.location
             return self.sessions[job.session_id]
         if "session_id" in properties:
             if properties["session_id"] not in self.sessions:
                 raise BigQueryError("invalidQuery", f"Session {properties['session_id']} has expired or does not exist")
             job.session_id = properties["session_id"]
+            job.location = self.session_locations[job.session_id]
             return self.sessions[job.session_id]
         return None
 
@@ -286,7 +292,9 @@ class FakeBigQuery(FakeServer):
                 self.sessions.pop(job.session_id).close()
             job.statement_type = "CALL"
             return
-        temporary = self._check(tree, session)
+        temporary = self._check(tree, session, job.location)
+        if isinstance(tree, exp.Create) and tree.kind == "SCHEMA" and not dry_run:
+            self.dataset_locations.setdefault(tree.this.db, job.location)
         values = _parameter_values(parameters, mode)
         connection = session if session is not None else self.database.cursor()
         job.bytes_processed = self._bytes_read(tree, connection, temporary)
@@ -312,7 +320,7 @@ class FakeBigQuery(FakeServer):
             if session is None:
                 connection.close()
 
-    def _check(self, tree: exp.Expression, session: duckdb.DuckDBPyConnection | None) -> set[str]:
+    def _check(self, tree: exp.Expression, session: duckdb.DuckDBPyConnection | None, location: str) -> set[str]:
         """BigQuery's rules that DuckDB would not enforce; rewrites ``project.dataset.table``
         to DuckDB's ``dataset.table``. Returns the temporary tables the statement names."""
         create = tree if isinstance(tree, exp.Create) else None
@@ -320,8 +328,11 @@ class FakeBigQuery(FakeServer):
             isinstance(p, exp.TemporaryProperty) for p in create.args["properties"].expressions))
         if is_temporary and session is None:
             raise BigQueryError("invalidQuery", "Use of CREATE TEMPORARY TABLE requires a script or session", "query")
-        if isinstance(tree, exp.Delete) and not tree.args.get("where"):
-            raise BigQueryError("invalidQuery", "DELETE must have a WHERE clause", "query")
+        if isinstance(tree, exp.Delete | exp.Update) and not tree.args.get("where"):
+            raise BigQueryError("invalidQuery", f"{tree.key.upper()} must have a WHERE clause", "query")
+        for cast in tree.find_all(exp.Cast):
+            if isinstance(cast.this, exp.JSONObject | exp.ParseJSON) and cast.to.is_type(*exp.DataType.TEXT_TYPES):
+                raise BigQueryError("invalidQuery", "Invalid cast from JSON to STRING", "query")
         temporary = set(_temporary_tables(session)) if session is not None else set()
         if is_temporary and create is not None:
             target = create.this.this if isinstance(create.this, exp.Schema) else create.this
@@ -337,6 +348,9 @@ class FakeBigQuery(FakeServer):
             if not table.db and table.name not in ctes and table.name not in temporary:
                 raise BigQueryError("invalidQuery", f'Table "{table.name}" must be qualified with a dataset '
                                                     "(e.g. dataset.table).", "query")
+            if table.db and self.dataset_locations.get(table.db, location) != location:
+                raise BigQueryError("notFound", f"Not found: Dataset {self.project}:{table.db} was not found in "
+                                                f"location {location}")
         if isinstance(tree, exp.Create | exp.Drop) and tree.kind == "SCHEMA" and tree.this.args.get("catalog"):
             # CREATE SCHEMA project.dataset: the dataset is DuckDB's schema
             if tree.this.catalog != self.project:
@@ -401,6 +415,13 @@ class FakeBigQuery(FakeServer):
             answer["pageToken"] = str(start + size)
         return Response(200, answer)
 
+    def _dataset(self, dataset: str) -> dict[str, Any]:
+        if dataset not in self.dataset_locations:
+            raise BigQueryError("notFound", f"Not found: Dataset {self.project}:{dataset}")
+        return {"kind": "bigquery#dataset", "id": f"{self.project}:{dataset}",
+                "datasetReference": {"projectId": self.project, "datasetId": dataset},
+                "location": self.dataset_locations[dataset]}
+
     def _table(self, dataset: str, name: str) -> dict[str, Any]:
         cursor = self.database.cursor()
         rows = cursor.execute("SELECT column_name, data_type FROM information_schema.columns "
@@ -452,6 +473,12 @@ class FakeBigQuery(FakeServer):
                 raise BigQueryError("notFound", f"Not found: Project {reference.get('projectId')}")
             dataset, name = reference.get("datasetId"), reference.get("tableId")
             rows = pq.read_table(io.BytesIO(data))
+            untyped = [f.name for f in rows.schema if str(f.type) == "null"]
+            if untyped:
+                raise BigQueryError("invalid", f"Unsupported field type NULL for field {untyped[0]}")
+            if self.dataset_locations.get(dataset, job.location) != job.location:
+                raise BigQueryError("notFound", f"Not found: Dataset {self.project}:{dataset} was not found in "
+                                                f"location {job.location}")
             cursor = self.database.cursor()
             if not cursor.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = ?",
                                   [dataset]).fetchall():

@@ -155,6 +155,14 @@ def test_errors_are_one_line_and_transient_failures_are_retried(fake, bq):
     assert str(error.value).startswith("Not found: Table") and "\n" not in str(error.value)
     with pytest.raises(WarehouseError, match="Syntax error"):
         bq.execute("SELEC 1")
+    # BigQuery's rules the fake keeps, and the adapter's SQL respects
+    with pytest.raises(WarehouseError, match="Invalid cast from JSON to STRING"):
+        bq.fetch("SELECT CAST(JSON_OBJECT('a', 1) AS STRING)")
+    payload = exp.cast(exp.JSONObject(expressions=[exp.JSONKeyValue(this=exp.Literal.string("a"),
+                                                                   expression=exp.Literal.number(1))]), "text")
+    assert bq.fetch(exp.select(payload)) == [('{"a":1}',)]  # rendered as TO_JSON_STRING
+    with pytest.raises(WarehouseError, match="UPDATE must have a WHERE clause"):
+        bq.execute("UPDATE t.nothing SET n = 1")
     # a job that fails with backendError is run again as a new job by the client
     fake.fail_next_jobs("backendError", "Backend error, please retry")
     assert bq.fetch("SELECT 41 + 1") == [(42,)]
@@ -231,3 +239,48 @@ def test_load_run_explain_and_sync_the_example_project_on_bigquery(runner, tmp_p
         sent = len(braze.requests)
         assert cdp(runner, "sync", "churn_risk", "--to", "braze", env=env).exit_code == 0
         assert len(braze.requests) == sent  # nothing changed, nothing sent
+
+
+def test_sessions_run_where_the_models_dataset_lives(fake):
+    """A session runs every job in its own location: without `location:` in cdp.yaml the
+    adapter takes the models dataset's, so an EU project is not searched for in the US."""
+    from cdp_warehouse.specs.models import BigQueryWarehouse as Config
+
+    def connect_to(location: str | None) -> BigQueryWarehouse:
+        return BigQueryWarehouse.connect(client_arguments(Config(type="bigquery", project=PROJECT, location=location,
+                                                                 api_endpoint=fake.url)), "eu_models")
+
+    with connect_to("EU") as creator:
+        creator.execute(exp.Create(this=exp.to_identifier("eu_models", quoted=True), kind="SCHEMA", exists=True))
+        creator.execute(create_as(exp.table_("t", db="eu_models"), exp.select(exp.alias_(exp.Literal.number(1), "n"))))
+    with connect_to(None) as found:
+        assert found.arguments["location"] == "EU"
+        assert found.fetch(exp.select("n").from_(exp.table_("t", db="eu_models"))) == [(1,)]
+    with connect_to("US") as elsewhere, pytest.raises(WarehouseError, match="not found in location US"):
+        elsewhere.fetch(exp.select("n").from_(exp.table_("t", db="eu_models")))
+
+
+def test_a_column_of_nulls_only_loads(bq):
+    table = exp.table_("sparse", db="t", quoted=True)
+    bq.execute(create_table(table, [("id", "text"), ("payload", "text"), ("at", "timestamp")]))
+    rows = pa.table({"id": ["a", "b"], "payload": pa.array([None, None]), "at": pa.array([None, None])})
+    assert rows.schema.field("payload").type == pa.null()  # what the sync engine makes of a batch of removals
+    assert bq.insert_arrow(table, rows, skip_existing_key="id") == 2
+    assert sorted(bq.fetch(exp.select("*").from_(table))) == [("a", None, None), ("b", None, None)]
+
+
+def test_a_rolled_back_transaction_writes_stand_ins_only(fake, bq):
+    table = exp.table_("kept", db="t", quoted=True)
+    bq.execute(create_as(table, exp.select(exp.alias_(exp.Literal.number(1), "n", quoted=True))))
+    with bq.transaction(rollback=True):
+        bq.execute(exp.insert(exp.select(exp.Literal.number(2)), table.copy()))
+        aliased = exp.delete(exp.alias_(table.copy(), "x"), where=exp.column("n", table="x").eq(exp.Literal.number(1)))
+        bq.execute(aliased)
+        assert bq.fetch(exp.select("n").from_(table.copy())) == [(2,)]  # reads see the writes
+        assert bq.columns("t", "kept") == ["n"]
+        with pytest.raises(WarehouseError, match="TRUNCATE"):
+            bq.execute(exp.TruncateTable(expressions=[table.copy()]))
+        with pytest.raises(WarehouseError, match="as text"):
+            bq.execute("DELETE FROM t.kept WHERE TRUE")
+    assert fake.query("SELECT n FROM t.kept") == [(1,)]
+    assert fake.query("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name LIKE '_cdp_dry%'") == [(0,)]
