@@ -134,17 +134,55 @@ class IntercomDestination(Spec):
     timeout: float = Field(default=30.0, gt=0)  # seconds per request before it is retried
 
 
+SALESFORCE_JWT_ONLY = ("username", "private_key_path", "private_key_passphrase", "login_url")
+
+
 class SalesforceDestination(Spec):
     type: Literal["salesforce"]
     instance_url: str
     base_url: str | None = None
-    client_id: str
-    client_secret: str
+    # How the access token is obtained (docs/sync.md "Salesforce authentication"):
+    # `client_credentials` (client_id + client_secret), or `jwt`, the OAuth 2.0 JWT bearer
+    # flow (client_id + username + private_key_path, at login_url).
+    auth: Literal["client_credentials", "jwt"] = "client_credentials"
+    client_id: str  # the connected app's consumer key
+    client_secret: str | None = None
+    username: str | None = None  # jwt: the Salesforce user the sync acts as
+    private_key_path: str | None = None  # jwt: PEM (PKCS#8 or PKCS#1) RSA key of the app's certificate
+    private_key_passphrase: str | None = None  # jwt, for an encrypted key: ${VAR} only
+    login_url: str | None = None  # jwt: token endpoint and audience; https://login.salesforce.com
     api_version: str = "v62.0"
     bulk_threshold: int = Field(default=10_000, ge=1)  # rows in a run from which Bulk API 2.0 is used
     stop_at_api_usage: float = Field(default=0.9, gt=0, le=1)  # share of the daily API allocation at which a run stops
     concurrency: int = Field(default=4, ge=1, le=64)  # requests (or Bulk jobs) in flight at once
     timeout: float = Field(default=30.0, gt=0)  # seconds per request before it is retried
+
+    @model_validator(mode="after")
+    def _auth_settings(self) -> SalesforceDestination:
+        """Each auth flow's own keys, and none of the other's; located at the key (or, when
+        missing, at the destination)."""
+        found: dict[str, str] = {}
+        if self.auth == "jwt":
+            if self.username is None:
+                found["username"] = ("auth: jwt needs `username`: the Salesforce username the sync acts as "
+                                      "(the JWT's `sub`)")
+            if self.private_key_path is None:
+                found["private_key_path"] = ("auth: jwt needs `private_key_path`: the PEM private key whose "
+                                             "certificate is uploaded to the connected app")
+            if self.client_secret is not None:
+                found["client_secret"] = "`client_secret` is not used by auth: jwt (the private key signs); remove it"
+        else:
+            if self.client_secret is None:
+                found["client_secret"] = ("the client credentials flow needs `client_secret: "
+                                          "${SALESFORCE_CLIENT_SECRET}`; or set `auth: jwt` for the JWT bearer flow")
+            for name in SALESFORCE_JWT_ONLY:
+                if getattr(self, name) is not None:
+                    found[name] = f"`{name}` applies to `auth: jwt` only; add `auth: jwt` or remove it"
+        if found:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type="value_error", loc=(name,), input=getattr(self, name),
+                                 ctx={"error": ValueError(message)}) for name, message in found.items()])
+        return self
 
 
 class SlackDestination(Spec):

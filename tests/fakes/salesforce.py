@@ -8,6 +8,20 @@ answers with Salesforce's shapes:
   client → ``400 {"error": "invalid_client", "error_description": "invalid client
   credentials"}``; the flow switched off → ``400 invalid_grant``. The token endpoint is not
   an API call: it is neither counted nor rate limited.
+- OAuth 2.0 JWT bearer flow, on the same endpoint: ``grant_type=urn:ietf:params:oauth:grant-type:
+  jwt-bearer&assertion=<JWT>``. The assertion is verified for real (with ``cryptography``,
+  not the client's JWT library): header ``{"alg": "RS256"}``, the RSA SHA-256 signature
+  against the certificate (or public key) uploaded to the connected app (``jwt_certificate``),
+  ``iss`` = the consumer key, ``aud`` = the login URL, ``exp`` in the future and at most
+  ``jwt_max_ahead`` seconds away (Salesforce asks for 3 minutes; the fake allows 5), ``sub``
+  (or ``prn``, which wins) a pre-authorized username (``jwt_users``). Answers ``{"access_token",
+  "scope", "instance_url", "id", "token_type": "Bearer"}`` (no refresh token), or 400 with
+  Salesforce's errors: ``invalid_client_id`` "client identifier invalid" (unknown ``iss``);
+  ``invalid_grant`` "invalid assertion" (malformed, not RS256, bad signature, no or a too
+  distant ``exp``), "audience is invalid", "expired authorization code" (``exp`` passed) and
+  "user hasn't approved this consumer" (unknown or not pre-authorized user: Salesforce does
+  not tell them apart). For a too distant ``exp`` Salesforce documents the rule, not the
+  error; "invalid assertion" is the fake's choice.
 - Every ``/services/data/vXX.X/...`` call needs ``Authorization: Bearer <token>``; unknown
   or expired tokens → ``401 [{"message": "Session expired or invalid", "errorCode":
   "INVALID_SESSION_ID"}]``. Tokens expire after ``token_ttl_requests`` API calls, or all at
@@ -30,7 +44,8 @@ answers with Salesforce's shapes:
 
 Sources: Salesforce REST API guide (sObject Collections upsert; status codes and error
 responses), Bulk API 2.0 guide (create/upload/close/get job, successful/failed/unprocessed
-results, "Valid CSV Record Rows"), the UpsertResult reference (``id`` is null on failure);
+results, "Valid CSV Record Rows"), the UpsertResult reference (``id`` is null on failure),
+OAuth 2.0 JWT Bearer Flow for Server-to-Server Integration (help.salesforce.com);
 the ``sf__Error`` layout and "TotalRequests Limit exceeded." from public issue threads.
 
 Example::
@@ -48,22 +63,37 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import csv
 import io
 import itertools
+import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.x509.oid import NameOID
 
 from .server import Body, FakeServer, RecordedRequest, Response
 
 TOKEN_PATH = "/services/oauth2/token"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+JWT_USER = "cdp-sync@acme.example"  # the pre-authorized integration user
 MAX_COLLECTION = 200
 NULL = "#N/A"  # Bulk CSV: set the field to null (an empty value leaves it unchanged)
 
@@ -104,6 +134,34 @@ STANDARD_OBJECTS: dict[str, SObjectType] = {
     "Contact": SObjectType("003", ("LastName",)),
     "Lead": SObjectType("00Q", ("LastName", "Company")),
 }
+
+
+@dataclass(frozen=True)
+class ConnectedAppKey:
+    """A connected app's key pair: ``certificate`` goes to the fake (``jwt_certificate``),
+    :meth:`pem` to the client (``private_key_path``)."""
+
+    private_key: rsa.RSAPrivateKey
+    certificate: bytes  # PEM, self-signed, as uploaded under "Use digital signatures"
+
+    @classmethod
+    def generate(cls, bits: int = 2048) -> ConnectedAppKey:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cdp-sync")])
+        now = datetime.now(UTC)
+        certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                       .serial_number(x509.random_serial_number()).not_valid_before(now)
+                       .not_valid_after(now + timedelta(days=365)).sign(key, SHA256()))
+        return cls(key, certificate.public_bytes(serialization.Encoding.PEM))
+
+    def pem(self, kind: str = "pkcs8", passphrase: str | None = None) -> bytes:
+        """The private key as ``openssl`` writes it: ``pkcs8`` (BEGIN [ENCRYPTED] PRIVATE KEY)
+        or ``pkcs1`` (BEGIN RSA PRIVATE KEY, with a DEK-Info header when encrypted)."""
+        formats = {"pkcs8": serialization.PrivateFormat.PKCS8,
+                   "pkcs1": serialization.PrivateFormat.TraditionalOpenSSL}
+        encryption = (serialization.BestAvailableEncryption(passphrase.encode("utf-8")) if passphrase
+                      else serialization.NoEncryption())
+        return self.private_key.private_bytes(serialization.Encoding.PEM, formats[kind], encryption)
 
 
 @dataclass
@@ -152,9 +210,14 @@ class FakeSalesforce(FakeServer):
         token_ttl_requests: API calls a token serves before it expires (``None``: never).
         job_polls: Status reads of a closed Bulk job that still answer ``InProgress``.
         client_credentials_enabled: ``False`` answers the token request ``invalid_grant``.
+        jwt_certificate: PEM certificate (or public key) uploaded to the connected app for
+            the JWT bearer flow; ``None``: every assertion is refused ("invalid assertion").
+        jwt_users: Usernames pre-authorized on the connected app (the assertion's ``sub``).
+        jwt_audience: The login URL the assertion's ``aud`` must name; default :attr:`url`.
+        jwt_max_ahead: How far in the future ``exp`` may be, in seconds.
 
     Attributes:
-        tokens_issued: Tokens handed out so far.
+        tokens_issued: Tokens handed out so far (by either flow).
         jobs: Snapshot of the Bulk jobs, by id.
     """
 
@@ -169,6 +232,10 @@ class FakeSalesforce(FakeServer):
         token_ttl_requests: int | None = None,
         job_polls: int = 1,
         client_credentials_enabled: bool = True,
+        jwt_certificate: bytes | str | None = None,
+        jwt_users: Collection[str] = (JWT_USER,),
+        jwt_audience: str | None = None,
+        jwt_max_ahead: float = 300.0,
     ) -> None:
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
@@ -178,6 +245,10 @@ class FakeSalesforce(FakeServer):
         self.token_ttl_requests = token_ttl_requests
         self.job_polls = job_polls
         self.client_credentials_enabled = client_credentials_enabled
+        self.jwt_key = _public_key(jwt_certificate) if jwt_certificate is not None else None
+        self.jwt_users = frozenset(jwt_users)
+        self.jwt_audience = jwt_audience
+        self.jwt_max_ahead = jwt_max_ahead
         self._tokens: dict[str, int] = {}  # live token → API calls served
         self._tokens_issued = 0
         self._records: dict[str, dict[str, dict[str, Any]]] = {}  # object → Id → fields
@@ -202,6 +273,17 @@ class FakeSalesforce(FakeServer):
     def tokens_issued(self) -> int:
         with self._lock:
             return self._tokens_issued
+
+    @property
+    def login_url(self) -> str:
+        """What a JWT bearer assertion's ``aud`` must be."""
+        return self.jwt_audience or self.url
+
+    def assertions(self) -> list[str]:
+        """The JWT bearer assertions received so far, accepted or not (to check what a client
+        sent, and that it never leaks them)."""
+        return [form["assertion"] for form in map(_form, self.requests)
+                if form.get("grant_type") == JWT_BEARER and "assertion" in form]
 
     @property
     def jobs(self) -> dict[str, BulkJob]:
@@ -310,22 +392,69 @@ class FakeSalesforce(FakeServer):
     def _token(self, request: RecordedRequest) -> Response:
         if request.method != "POST":
             return Response(405, "Method Not Allowed")
-        form = {key: values[0] for key, values in parse_qs(request.raw.decode("utf-8", "replace")).items()}
+        form = _form(request)
+        if form.get("grant_type") == JWT_BEARER:
+            return self._jwt_bearer(form.get("assertion", ""))
         if form.get("grant_type") != "client_credentials":
             return Response(400, {"error": "unsupported_grant_type", "error_description": "grant type not supported"})
         if form.get("client_id") != self.client_id or form.get("client_secret") != self.client_secret:
             return Response(400, {"error": "invalid_client", "error_description": "invalid client credentials"})
         if not self.client_credentials_enabled:
             return Response(400, {"error": "invalid_grant", "error_description": "no client credentials user enabled"})
-        token = f"00D5g000004fake!{secrets.token_urlsafe(24)}"
-        with self._lock:
-            self._tokens[token] = 0
-            self._tokens_issued += 1
+        token = self._issue()
         return Response(200, {
             "access_token": token, "signature": secrets.token_urlsafe(16), "scope": "api",
             "instance_url": self.url, "id": f"{self.url}/id/00D5g000004fakeEAA/0055g00000fakeAAA",
             "token_type": "Bearer", "issued_at": str(int(time.time() * 1000)),
         })
+
+    def _jwt_bearer(self, assertion: str) -> Response:
+        """Verify the assertion as Salesforce does; the token, or Salesforce's 400."""
+        def refused(description: str) -> Response:
+            return Response(400, {"error": "invalid_grant", "error_description": description})
+
+        try:
+            encoded_header, encoded_claims, encoded_signature = assertion.split(".")
+            header, claims = json.loads(_unbase64(encoded_header)), json.loads(_unbase64(encoded_claims))
+            signature = _unbase64(encoded_signature)
+        except (ValueError, binascii.Error):
+            return refused("invalid assertion")
+        if not isinstance(header, dict) or header.get("alg") != "RS256" or not isinstance(claims, dict):
+            return refused("invalid assertion")
+        if claims.get("iss") != self.client_id:  # the connected app (and its certificate) is found by iss
+            return Response(400, {"error": "invalid_client_id", "error_description": "client identifier invalid"})
+        if self.jwt_key is None:
+            return refused("invalid assertion")
+        try:
+            self.jwt_key.verify(signature, f"{encoded_header}.{encoded_claims}".encode("ascii"), PKCS1v15(), SHA256())
+        except InvalidSignature:
+            return refused("invalid assertion")
+        if claims.get("aud") != self.login_url:
+            return refused("audience is invalid")
+        exp = claims.get("exp")
+        if isinstance(exp, str) and exp.isdigit():  # Salesforce's own example sends "1333685628"
+            exp = int(exp)
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return refused("invalid assertion")
+        now = time.time()
+        if exp <= now:
+            return refused("expired authorization code")
+        if exp > now + self.jwt_max_ahead:
+            return refused("invalid assertion")
+        if claims.get("prn", claims.get("sub")) not in self.jwt_users:
+            return refused("user hasn't approved this consumer")
+        token = self._issue()
+        return Response(200, {
+            "access_token": token, "scope": "api", "instance_url": self.url,
+            "id": f"{self.url}/id/00D5g000004fakeEAA/0055g00000fakeAAA", "token_type": "Bearer",
+        })
+
+    def _issue(self) -> str:
+        token = f"00D5g000004fake!{secrets.token_urlsafe(24)}"
+        with self._lock:
+            self._tokens[token] = 0
+            self._tokens_issued += 1
+        return token
 
     def _authorized(self, header: str) -> bool:
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
@@ -554,6 +683,26 @@ class FakeSalesforce(FakeServer):
 
 
 # ------------------------------------------------------------------------------- values
+def _form(request: RecordedRequest) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(request.raw.decode("utf-8", "replace")).items()}
+
+
+def _unbase64(text: str) -> bytes:
+    """base64url without padding (JWS compact serialization)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _public_key(pem: bytes | str) -> RSAPublicKey:
+    """The RSA public key of a PEM certificate (what a connected app holds) or public key."""
+    data = pem.encode("ascii") if isinstance(pem, str) else pem
+    key = x509.load_pem_x509_certificate(data).public_key() if b"CERTIFICATE" in data else load_pem_public_key(data)
+    if not isinstance(key, RSAPublicKey):
+        raise TypeError("a connected app's certificate holds an RSA key")
+    return key
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 

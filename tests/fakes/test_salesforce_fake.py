@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.fakes import Fault
-from tests.fakes.salesforce import FakeSalesforce, SObjectType
+from tests.fakes.salesforce import (
+    JWT_BEARER,
+    JWT_USER,
+    ConnectedAppKey,
+    FakeSalesforce,
+    SObjectType,
+)
 
 API = "/services/data/v62.0"
 UPSERT = f"{API}/composite/sobjects/Contact/External_Id__c"
@@ -87,6 +96,91 @@ def test_tokens_expire_after_n_calls_or_on_demand():
         assert httpx.get(f"{sf.url}{API}/limits", headers=headers).status_code == 200
         sf.expire_tokens()
         assert httpx.get(f"{sf.url}{API}/limits", headers=headers).status_code == 401
+
+
+# ------------------------------------------------------------------------- JWT bearer
+@pytest.fixture(scope="module")
+def app_key() -> ConnectedAppKey:
+    return ConnectedAppKey.generate()
+
+
+@pytest.fixture(scope="module")
+def other_key() -> ConnectedAppKey:
+    return ConnectedAppKey.generate()
+
+
+def assertion(sf: FakeSalesforce, key: ConnectedAppKey, headers: dict | None = None, **claims) -> str:
+    values = {"iss": sf.client_id, "sub": JWT_USER, "aud": sf.login_url, "exp": int(time.time()) + 120, **claims}
+    return jwt.encode({k: v for k, v in values.items() if v is not None}, key.private_key, algorithm="RS256",
+                      headers=headers or {"typ": None})
+
+
+def jwt_token(sf: FakeSalesforce, signed: str) -> httpx.Response:
+    return httpx.post(f"{sf.url}/services/oauth2/token", data={"grant_type": JWT_BEARER, "assertion": signed})
+
+
+def test_a_valid_assertion_gets_a_bearer_token_in_salesforces_shape(app_key):
+    with FakeSalesforce(jwt_certificate=app_key.certificate) as sf:
+        response = jwt_token(sf, assertion(sf, app_key))
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == {"access_token", "scope", "instance_url", "id", "token_type"}  # no refresh token
+        assert (body["token_type"], body["instance_url"]) == ("Bearer", sf.url)
+        api = httpx.get(f"{sf.url}{API}/limits", headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert api.status_code == 200 and sf.tokens_issued == 1
+        assert "sforce-limit-info" not in response.headers  # not an API call
+
+
+def test_the_connected_app_may_hold_a_public_key_instead_of_a_certificate(app_key):
+    public = app_key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with FakeSalesforce(jwt_certificate=public) as sf:
+        assert jwt_token(sf, assertion(sf, app_key)).status_code == 200
+
+
+@pytest.mark.parametrize(("make", "error", "description"), [
+    (lambda sf, key, other: assertion(sf, other), "invalid_grant", "invalid assertion"),  # not the uploaded key
+    (lambda sf, key, other: assertion(sf, key, iss="3MVGsomeone-else"), "invalid_client_id",
+     "client identifier invalid"),
+    (lambda sf, key, other: assertion(sf, key, aud="https://test.salesforce.com"), "invalid_grant",
+     "audience is invalid"),
+    (lambda sf, key, other: assertion(sf, key, aud=[sf.login_url]), "invalid_grant", "audience is invalid"),
+    (lambda sf, key, other: assertion(sf, key, sub="nobody@acme.example"), "invalid_grant",
+     "user hasn't approved this consumer"),
+    (lambda sf, key, other: assertion(sf, key, exp=int(time.time()) - 5), "invalid_grant",
+     "expired authorization code"),
+    (lambda sf, key, other: assertion(sf, key, exp=int(time.time()) + 3600), "invalid_grant", "invalid assertion"),
+    (lambda sf, key, other: assertion(sf, key, exp=None), "invalid_grant", "invalid assertion"),
+    (lambda sf, key, other: jwt.encode({"iss": sf.client_id, "sub": JWT_USER, "aud": sf.login_url,
+                                        "exp": int(time.time()) + 60}, "a-shared-secret-of-32-bytes-or-more!",
+                                       algorithm="HS256"), "invalid_grant", "invalid assertion"),
+    (lambda sf, key, other: assertion(sf, key)[:-12], "invalid_grant", "invalid assertion"),  # signature cut
+    (lambda sf, key, other: "not-a-jwt", "invalid_grant", "invalid assertion"),
+])
+def test_refused_assertions_get_salesforces_400_errors(app_key, other_key, make, error, description):
+    with FakeSalesforce(jwt_certificate=app_key.certificate) as sf:
+        response = jwt_token(sf, make(sf, app_key, other_key))
+        assert response.status_code == 400
+        assert response.json() == {"error": error, "error_description": description}
+        assert sf.tokens_issued == 0
+
+
+def test_the_claims_follow_salesforces_rules(app_key):
+    with FakeSalesforce(jwt_certificate=app_key.certificate, jwt_users=("a@acme.example", "b@acme.example"),
+                        jwt_audience="https://login.salesforce.com") as sf:
+        assert sf.login_url == "https://login.salesforce.com"
+        assert jwt_token(sf, assertion(sf, app_key, sub="b@acme.example")).status_code == 200
+        # prn wins over sub; exp may be a string of digits (Salesforce's own example)
+        assert jwt_token(sf, assertion(sf, app_key, sub="b@acme.example", prn="c@acme.example")).status_code == 400
+        assert jwt_token(sf, assertion(sf, app_key, exp=str(int(time.time()) + 60))).status_code == 400  # sub JWT_USER
+        assert jwt_token(sf, assertion(sf, app_key, sub="a@acme.example",
+                                       exp=str(int(time.time()) + 60))).status_code == 200
+        assert len(sf.assertions()) == 4
+
+
+def test_without_a_certificate_no_assertion_is_accepted(app_key):
+    with FakeSalesforce() as sf:
+        assert jwt_token(sf, assertion(sf, app_key)).json()["error_description"] == "invalid assertion"
 
 
 # ------------------------------------------------------------------------ API allocation

@@ -3,8 +3,14 @@ the external-id field named in ``match``; ``fields`` set Salesforce fields from 
 profile columns or ``in_audience`` (false on exit under ``mirror``).
 
 Facts (../shared/reference/destinations.md; Salesforce REST API and Bulk API 2.0 guides):
-- The token comes from OAuth 2.0 client credentials at ``{instance_url}/services/oauth2/token``;
-  a 401 ``INVALID_SESSION_ID`` means it expired (sessions time out by the org's policy).
+- The token comes from OAuth 2.0 client credentials at ``{instance_url}/services/oauth2/token``,
+  or (``auth: jwt``) from the JWT bearer flow at ``{login_url}/services/oauth2/token``: an
+  RS256 assertion {iss: consumer key, sub: username, aud: login URL, exp: within 3 minutes}
+  signed with the key of the connected app's certificate, posted as
+  ``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=...``; no refresh token,
+  so a new assertion is signed for every token. Errors are 400 ``{"error", "error_description"}``
+  (OAuth 2.0 JWT Bearer Flow for Server-to-Server Integration, help.salesforce.com).
+  A 401 ``INVALID_SESSION_ID`` means the token expired (sessions time out by the org's policy).
 - sObject Collections upsert takes at most 200 records of one type and answers one
   UpsertResult per record, in request order, with ``allOrNone: false`` (the others are kept).
 - Bulk API 2.0 ingest jobs take CSV; their result CSVs come in no promised order, so rows
@@ -27,9 +33,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from cdp_warehouse.specs.models import SyncSpec
 from cdp_warehouse.sync.changes import Change, FatalError, RetriableError, RowResult, SyncError
@@ -46,6 +56,13 @@ BULK_POLL_FIRST, BULK_POLL_MAX, BULK_MAX_WAIT = 0.25, 15.0, 3600.0  # seconds
 BULK_DONE = frozenset({"JobComplete", "Failed", "Aborted"})
 CSV_NULL = "#N/A"
 _USAGE = re.compile(r"(?:^|[\s,;])api-usage=(\d+)/(\d+)")  # not per-app-api-usage=...
+TOKEN_PATH = "/services/oauth2/token"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+LOGIN_URL = "https://login.salesforce.com"
+# Salesforce wants `exp` within 3 minutes; 2 leave room for a clock that runs a little fast
+# or slow on either side.
+JWT_LIFETIME = 120  # seconds
+_clock = time.time  # the assertion's clock (tests move it)
 
 
 class Salesforce(Destination):
@@ -106,9 +123,15 @@ class Salesforce(Destination):
         instance = self.settings.instance_url.rstrip("/")
         http = HttpClient((self.settings.base_url or instance).rstrip("/"), {"Accept": "application/json"},
                           concurrency=self.settings.concurrency, policy=RetryPolicy(timeout=self.settings.timeout))
-        self._session = _Session(http, f"{instance}/services/oauth2/token", self.settings.client_id,
-                                 self.settings.client_secret, self._usage)
+        self._session = _Session(http, self._grant(instance))
         return http
+
+    def _grant(self, instance: str) -> _Grant:
+        s = self.settings
+        if s.auth == "jwt":
+            return _JwtBearer((s.login_url or LOGIN_URL).rstrip("/"), s.client_id, s.username, s.private_key_path,
+                              s.private_key_passphrase, instance)
+        return _ClientCredentials(f"{instance}{TOKEN_PATH}", s.client_id, s.client_secret)
 
     # ------------------------------------------------------------------ planning (pure)
 
@@ -290,6 +313,9 @@ class Salesforce(Destination):
         if code == "REQUEST_LIMIT_EXCEEDED":
             return FatalError(text, hint="the org's API allocation is used up (a rolling 24 hours); the rows stay "
                                          "pending for a later run")
+        if response.status_code in (401, 403) and self.settings.auth == "jwt":
+            return FatalError(text, hint=f"check the connected app's OAuth scopes (api), the permissions of "
+                                         f"{self.settings.username}, and that instance_url is that user's org")
         if response.status_code in (401, 403):
             return FatalError(text, hint="check the connected app (client credentials flow, its run-as user's "
                                          "permissions) and SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET")
@@ -308,9 +334,8 @@ class _Session:
     """The OAuth access token: fetched on first use (a run with nothing to send fetches
     none) and once more whenever a call says it expired; one fetch serves every thread."""
 
-    def __init__(self, http: HttpClient, url: str, client_id: str, client_secret: str, usage: _ApiUsage) -> None:
-        self._http, self._url, self._usage = http, url, usage
-        self._form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
+    def __init__(self, http: HttpClient, grant: _Grant) -> None:
+        self._http, self._grant = http, grant
         self._lock = threading.Lock()
         self._token: str | None = None
         self._generation = 0
@@ -318,7 +343,7 @@ class _Session:
     def token(self) -> tuple[int, str]:
         with self._lock:  # held while fetching: the other threads wait for the same token
             if self._token is None:
-                self._token = self._fetch()
+                self._token = self._grant.fetch(self._http)
                 self._generation += 1
             return self._generation, self._token
 
@@ -328,20 +353,135 @@ class _Session:
             if generation == self._generation:
                 self._token = None
 
-    def _fetch(self) -> str:
-        response = self._http.request("POST", self._url, data=self._form)
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
+
+class _Grant(Protocol):
+    def fetch(self, http: HttpClient) -> str:
+        """A new access token; raises FatalError (one line and a hint) when refused."""
+
+
+class _ClientCredentials:
+    """OAuth 2.0 client credentials: the connected app's id and secret, at the org's My Domain."""
+
+    def __init__(self, url: str, client_id: str, client_secret: str) -> None:
+        self._url = url
+        self._form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
+
+    def fetch(self, http: HttpClient) -> str:
+        response = http.request("POST", self._url, data=self._form)
+        body = _oauth_body(response)
+        if response.status_code == 200 and body.get("access_token"):
             return str(body["access_token"])
         # Salesforce's OAuth errors name the problem without echoing the secret; neither do we.
-        error = body.get("error", "") if isinstance(body, dict) else ""
-        description = body.get("error_description", "") if isinstance(body, dict) else response.text[:200]
-        raise FatalError(f"salesforce token request answered {response.status_code}: {error} {description}".strip(),
+        said = f"{body.get('error', '')} {body.get('error_description', '')}" if body else response.text[:200]
+        raise FatalError(f"salesforce token request answered {response.status_code}: {said}".strip(),
                          hint="check SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET, that the connected app allows "
                               "the client credentials flow with a run-as user, and instance_url (the org's My Domain)")
+
+
+# error_description of a refused JWT bearer request → what to do about it
+_JWT_HINTS = {
+    "user hasn't approved this consumer":
+        "check `username` (the exact Salesforce username; a sandbox's ends in .<sandbox name>) and pre-authorize "
+        "it on the connected app: Manage → Edit Policies → Permitted Users: \"Admin approved users are "
+        "pre-authorized\", then add the user's profile or a permission set",
+    "invalid assertion":
+        "the private key does not match the certificate uploaded to the connected app (\"Use digital signatures\"): "
+        "upload the certificate of private_key_path, or point private_key_path at its key",
+    "audience is invalid":
+        "login_url must be https://login.salesforce.com (production), https://test.salesforce.com (sandbox) "
+        "or the org's My Domain URL",
+    "expired authorization code":
+        "the assertion had expired when Salesforce read it: check this machine's clock (NTP)",
+}
+
+
+class _JwtBearer:
+    """OAuth 2.0 JWT bearer flow: a fresh assertion, signed with the connected app's private
+    key, for every token (Salesforce issues no refresh token in this flow). The key file is
+    read on the first fetch; neither the key nor an assertion is ever logged or put in an
+    error message."""
+
+    def __init__(self, login_url: str, client_id: str, username: str, key_path: str, passphrase: str | None,
+                 instance_url: str) -> None:
+        self._login_url, self._client_id, self._username = login_url, client_id, username
+        self._key_path, self._passphrase, self._instance_url = key_path, passphrase, instance_url
+        self._key: RSAPrivateKey | None = None
+
+    def fetch(self, http: HttpClient) -> str:
+        for attempt in (1, 2):
+            assertion = self._assertion()
+            response = http.request("POST", f"{self._login_url}{TOKEN_PATH}",
+                                    data={"grant_type": JWT_BEARER, "assertion": assertion})
+            body = _oauth_body(response)
+            if response.status_code == 200 and body.get("access_token"):
+                self._check_instance(body.get("instance_url"))
+                return str(body["access_token"])
+            error, description = str(body.get("error") or ""), str(body.get("error_description") or "")
+            # HttpClient's retries (5xx, timeouts) may outlast the assertion: sign a new one, once.
+            if attempt == 1 and description == "expired authorization code":
+                continue
+            break
+        text = f"{error}: {description}" if error and description else error or description or response.text
+        text = " ".join(text.replace(assertion, "[assertion]").split())[:200]  # one line, never the assertion
+        raise FatalError(f"salesforce JWT bearer token request to {self._login_url} answered "
+                         f"{response.status_code}: {text}",
+                         hint=self._hint(error, description))
+
+    def _hint(self, error: str, description: str) -> str:
+        if error == "invalid_client_id":
+            return ("client_id must be the connected app's Consumer Key (App Manager → View → Manage Consumer "
+                    "Details), in the org login_url signs in to")
+        return _JWT_HINTS.get(description, "check client_id, username, private_key_path and login_url against the "
+                                           "connected app (docs/sync.md, \"Salesforce authentication\")")
+
+    def _assertion(self) -> str:
+        claims = {"iss": self._client_id, "sub": self._username, "aud": self._login_url,
+                  "exp": int(_clock()) + JWT_LIFETIME}
+        return jwt.encode(claims, self._private_key(), algorithm="RS256", headers={"typ": None})  # {"alg":"RS256"}
+
+    def _private_key(self) -> RSAPrivateKey:
+        if self._key is not None:
+            return self._key
+        where = f"salesforce private_key_path {self._key_path}"
+        try:
+            data = Path(self._key_path).expanduser().read_bytes()
+        except OSError as error:
+            raise FatalError(f"{where}: cannot read it ({error.strerror or type(error).__name__})",
+                             hint="point private_key_path at the PEM private key of the connected app's "
+                                  "certificate") from None
+        password = self._passphrase.encode("utf-8") if self._passphrase else None
+        try:
+            key = load_pem_private_key(data, password=password)
+        except TypeError:  # encrypted without a passphrase, or a passphrase for a plain key
+            if password is None:
+                raise FatalError(f"{where}: the key is encrypted and no passphrase is set",
+                                 hint="set `private_key_passphrase: ${SALESFORCE_PRIVATE_KEY_PASSPHRASE}` and "
+                                      "export that variable") from None
+            raise FatalError(f"{where}: the key is not encrypted but a passphrase is set",
+                             hint="remove private_key_passphrase") from None
+        except ValueError:  # the library's message says nothing about the key; ours neither
+            raise FatalError(f"{where}: not a PEM private key, or the passphrase is wrong",
+                             hint="use the PEM key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----) "
+                                  "and check the variable private_key_passphrase reads") from None
+        if not isinstance(key, RSAPrivateKey):
+            raise FatalError(f"{where}: not an RSA key", hint="Salesforce verifies JWT bearer assertions with "
+                                                              "RS256 only: create an RSA key and certificate")
+        self._key = key
+        return key
+
+    def _check_instance(self, answered: Any) -> None:
+        if isinstance(answered, str) and answered.rstrip("/") != self._instance_url:
+            log.warning("salesforce: the token is for %s but instance_url is %s; API calls go to instance_url",
+                        answered.rstrip("/"), self._instance_url)
+
+
+def _oauth_body(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a token answer, or {} (a proxy's HTML page, an empty body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 class _ApiUsage:
