@@ -103,3 +103,19 @@ def page(user: str | None, name: str, at: str, anonymous: str | None = None, **p
 
 
 page.counter = 0
+
+
+@pytest.fixture(scope="module")
+def app_key():
+    """A Salesforce connected app's RSA key and certificate (tests/fakes/salesforce.py)."""
+    from tests.fakes.salesforce import ConnectedAppKey
+
+    return ConnectedAppKey.generate()
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    """A second key, which the connected app does not know."""
+    from tests.fakes.salesforce import ConnectedAppKey
+
+    return ConnectedAppKey.generate()

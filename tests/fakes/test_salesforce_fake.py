@@ -99,16 +99,6 @@ def test_tokens_expire_after_n_calls_or_on_demand():
 
 
 # ------------------------------------------------------------------------- JWT bearer
-@pytest.fixture(scope="module")
-def app_key() -> ConnectedAppKey:
-    return ConnectedAppKey.generate()
-
-
-@pytest.fixture(scope="module")
-def other_key() -> ConnectedAppKey:
-    return ConnectedAppKey.generate()
-
-
 def assertion(sf: FakeSalesforce, key: ConnectedAppKey, headers: dict | None = None, **claims) -> str:
     values = {"iss": sf.client_id, "sub": JWT_USER, "aud": sf.login_url, "exp": int(time.time()) + 120, **claims}
     return jwt.encode({k: v for k, v in values.items() if v is not None}, key.private_key, algorithm="RS256",

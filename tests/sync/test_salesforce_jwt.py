@@ -38,16 +38,6 @@ JWT_SETTINGS = """\
 """
 
 
-@pytest.fixture(scope="module")
-def app_key() -> ConnectedAppKey:
-    return ConnectedAppKey.generate()
-
-
-@pytest.fixture(scope="module")
-def other_key() -> ConnectedAppKey:
-    return ConnectedAppKey.generate()
-
-
 def use_jwt(s: Synced, key_file: Path, *, passphrase: bool = False, **settings: str) -> dict[str, str]:
     """Switch the salesforce destination of cdp.yaml to `auth: jwt`; the environment it needs."""
     path = s.ws.project.root / "cdp.yaml"
