@@ -330,11 +330,10 @@ def statement_kind(sql: str) -> str:
     return "other"
 
 
-def install_probes(fine: bool) -> Probes:
+def install_probes() -> Probes:
     """The job thread's steps: the diff statement, fetching the changes as Arrow, writing
     results back (``_Run._record``), building requests; the senders' ``Braze.send`` (HTTP +
-    answer parsing, on ``concurrency`` threads). ``fine`` also times every row's
-    ``_change`` (a call per row: ~0.5 µs of overhead each)."""
+    answer parsing, on ``concurrency`` threads)."""
     from sqlglot import exp
 
     from cdp_warehouse.sync import engine
@@ -383,8 +382,6 @@ def install_probes(fine: bool) -> Probes:
     probes.undo.append((engine._Run, "_record", record))
     probes.wrap(Braze, "requests", "build requests (Braze.requests)")
     probes.wrap(Braze, "send", "send (Braze.send, sender threads)")
-    if fine:
-        probes.wrap(engine, "_change", "row → Change (_change)")
     return probes
 
 
@@ -471,7 +468,7 @@ def run_row(table: Table, label: str, run: dict) -> None:
                   f"{run['cpu']:.1f}", f"{run['fake_cpu']:.1f}", f"{run['others']:.0%}")
 
 
-def report(args, cap: dict | None, diffs: dict, runs: dict, probes_fine: dict | None) -> None:
+def report(args, cap: dict | None, diffs: dict, runs: dict) -> None:
     n = args.members
     if cap:
         console.print(f"fake capacity (no rate limit, {cap['requests']:,} requests of 75 objects, "
@@ -530,9 +527,6 @@ def report(args, cap: dict | None, diffs: dict, runs: dict, probes_fine: dict | 
     if probes:
         console.print(steps_table("run 1: time in engine steps (wall s summed over calls; send is summed over "
                                   f"{args.concurrency} sender threads)", probes, full["wall"]))
-    if probes_fine:
-        console.print(steps_table("run 1 again with every row's _change timed (--fine)", probes_fine["probes"],
-                                  probes_fine["wall"]))
 
     diff_table = Table(title=f"the diff alone: CREATE TEMP TABLE _sync_changes (median of {args.repeat})")
     for column in ("sync_state", "median s", "min–max s", "CPU s", "changes found"):
@@ -624,7 +618,7 @@ def main() -> None:
         diffs[DIFF_EMPTY] = time_diff(project, warehouse, args.repeat)
         console.print(f"  diff, empty state: {statistics.median(diffs[DIFF_EMPTY][0]):.2f} s")
 
-        probes = install_probes(fine=False) if not args.no_probes else None
+        probes = install_probes() if not args.no_probes else None
         runs = {}
         runs["full"] = sync_once(project, warehouse, fake, environ, probes)
         console.print(f"  run 1: {runs['full']['wall']:.2f} s, {runs['full']['outcome'].requests:,} requests")
@@ -642,17 +636,7 @@ def main() -> None:
         runs["noop"] = sync_once(project, warehouse, fake, environ, probes)
         if probes:
             probes.restore()
-
-        fine = None
-        if args.fine:  # run 1 again, every row's _change timed, on a fresh state and a fresh fake
-            warehouse.execute("DELETE FROM cdp.sync_state")
-            fake.stop()
-            fake = Fake(args.rate_limit, args.window, args.fake_nagle)
-            environ.update(BRAZE_REST_ENDPOINT=fake.url)
-            probes = install_probes(fine=True)
-            fine = sync_once(project, warehouse, fake, environ, probes)
-            probes.restore()
-        report(args, cap, diffs, runs, fine)
+        report(args, cap, diffs, runs)
     finally:
         warehouse.close()
         fake.stop()
@@ -674,7 +658,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-pace", action="store_true",
                         help="turn the HTTP client's pacing off (burst until X-RateLimit-Remaining: 0, then wait "
                              "for X-RateLimit-Reset), to compare")
-    parser.add_argument("--fine", action="store_true", help="also time every row's _change (a second run 1)")
     parser.add_argument("--fake-nagle", action="store_true",
                         help="leave Nagle on in the fake as tests/fakes/server.py does (~40 ms stall per request)")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)

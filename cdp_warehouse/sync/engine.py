@@ -184,8 +184,8 @@ class _Run:
         table = self.warehouse.fetch_arrow(exp.select("*").from_(CHANGES.copy()).order_by("kind", "row_key"))
         targets = list(self.job.sync.fields)
         for batch in table.to_batches(max_chunksize=10_000):
-            for row in batch.to_pylist():
-                yield _change(row, targets)
+            # a column at a time: to_pylist per row (a dict each) cost ~3 µs per row
+            yield from _changes({name: batch.column(name).to_pylist() for name in batch.schema.names}, targets)
 
     def _batches(self, destination: Destination) -> Iterator[list[Change]]:
         size = destination.batch_size(sum(self.outcome.planned.values()))
@@ -375,15 +375,23 @@ def _literal(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def _change(row: dict[str, Any], targets: list[str]) -> Change:
-    fields = {target: row[diff.field_column(i)] for i, target in enumerate(targets)}
-    changed: frozenset[str] = frozenset()
-    if row["kind"] == "changed":
-        new, old = json.loads(row["payload"]), json.loads(row["previous"] or "{}")
-        changed = frozenset(name for name in targets if new.get(name) != old.get(name) or name not in old)
-    user_id = row["user_id"] or (row["row_key"] if row["key_type"] == "user_id" else None)
-    email = row["email"] or (row["row_key"] if row["key_type"] == "email" else None)
-    return Change(kind=row["kind"], key_type=row["key_type"], row_key=row["row_key"], profile_id=row["profile_id"],
-                  user_id=user_id, email=email, fields=fields, changed=changed,
-                  payload=row["payload"] if row["kind"] != "removed" else row["previous"], in_state=row["in_state"],
-                  payload_hash=row["payload_hash"])
+_NO_FIELDS: frozenset[str] = frozenset()
+
+
+def _changes(columns: dict[str, list[Any]], targets: list[str]) -> Iterator[Change]:
+    """The rows of ``_sync_changes``, given as Python lists by column, as ``Change`` objects."""
+    values = [columns[diff.field_column(i)] for i in range(len(targets))]
+    fields = (dict(zip(targets, row)) for row in zip(*values)) if values else (
+        {} for _ in columns["kind"])
+    for kind, key_type, row_key, profile_id, user_id, email, payload, previous, payload_hash, in_state, mapped in zip(
+            columns["kind"], columns["key_type"], columns["row_key"], columns["profile_id"], columns["user_id"],
+            columns["email"], columns["payload"], columns["previous"], columns["payload_hash"], columns["in_state"],
+            fields):
+        changed = _NO_FIELDS
+        if kind == "changed":
+            new, old = json.loads(payload), json.loads(previous or "{}")
+            changed = frozenset(name for name in targets if new.get(name) != old.get(name) or name not in old)
+        user_id = user_id or (row_key if key_type == "user_id" else None)
+        email = email or (row_key if key_type == "email" else None)
+        yield Change(kind, key_type, row_key, profile_id, user_id, email, mapped, changed,
+                     payload if kind != "removed" else previous, payload_hash, in_state)
