@@ -21,6 +21,7 @@ by ``Warehouse.render`` (every statement a warehouse runs). Idempotent.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sqlglot import exp
 
@@ -49,14 +50,20 @@ BINARY_COLLATION = "C"  # code-point order, as DuckDB compares text
 def lower(tree: exp.Expression, dialect: str) -> exp.Expression:
     """``tree`` rewritten to run on ``dialect`` (a copy; DuckDB's tree as it is)."""
     if dialect in WAREHOUSE_DIALECTS:
-        return _lower_warehouse(tree, dialect)
+        return _rewritten(tree, dialect, lambda node: _snowflake_bigquery(node, dialect))
     if dialect != "postgres":
         return tree
     counter = iter(range(1_000_000))
+    return _rewritten(tree, dialect, lambda node: _postgres(node, counter))
+
+
+def _rewritten(tree: exp.Expression, dialect: str,
+               rewrite: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+    """A copy of ``tree`` with every node passed through ``rewrite``; no STRUCT may remain."""
     root = tree.copy()
     # Children before their parents, so a rewritten node embeds rewritten parts.
     for node in reversed(list(root.dfs())):
-        new = _postgres(node, counter)
+        new = rewrite(node)
         if new is node:
             continue
         if node is root:
@@ -65,7 +72,7 @@ def lower(tree: exp.Expression, dialect: str) -> exp.Expression:
             node.replace(new)
     leftover = root.find(exp.Struct, exp.StructExtract)
     if leftover is not None:
-        raise CdpError(f"{leftover.sql('duckdb')[:80]}: STRUCT values are not supported on postgres",
+        raise CdpError(f"{leftover.sql('duckdb')[:80]}: STRUCT values are not supported on {dialect}",
                        hint="this is a bug in cdp_warehouse: the statement needs a portable form")
     return root
 
@@ -199,23 +206,6 @@ INTEGER_OFFSET = 2**62  # integer fields (ranks) of order keys: |value| < 2**62 
 # expressions in a list exceeded"); `cdp sync` deletes the keys a destination accepted by list.
 SNOWFLAKE_IN_LIST = 16_384
 _PLAIN_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def _lower_warehouse(tree: exp.Expression, dialect: str) -> exp.Expression:
-    root = tree.copy()
-    for node in reversed(list(root.dfs())):
-        new = _snowflake_bigquery(node, dialect)
-        if new is node:
-            continue
-        if node is root:
-            root = new
-        else:
-            node.replace(new)
-    leftover = root.find(exp.Struct, exp.StructExtract)
-    if leftover is not None:
-        raise CdpError(f"{leftover.sql('duckdb')[:80]}: STRUCT values are not supported on {dialect}",
-                       hint="this is a bug in cdp_warehouse: the statement needs a portable form")
-    return root
 
 
 def _snowflake_bigquery(node: exp.Expression, dialect: str) -> exp.Expression:

@@ -62,6 +62,18 @@ def create_as(table: exp.Table, select: exp.Query, *, temporary: bool = False) -
     return exp.Create(this=table, kind="TABLE", expression=select, replace=True, properties=properties)
 
 
+def retyped_columns(create: exp.Create, retype: Callable[[exp.ColumnDef], None]) -> exp.Create:
+    """A copy of ``CREATE TABLE t (columns)`` with ``retype`` applied to each typed column
+    definition (how a warehouse stores our types); other statements as they are."""
+    if not isinstance(create.this, exp.Schema):
+        return create
+    create = create.copy()
+    for column in create.this.expressions:
+        if isinstance(column, exp.ColumnDef) and column.kind is not None:
+            retype(column)
+    return create
+
+
 def insert_new_rows(table: exp.Table, staging: exp.Table, names: Sequence[str],
                     value: Callable[[str], exp.Expression], skip_existing_key: str | None) -> exp.Insert:
     """``INSERT INTO table (names) SELECT value(name), ... FROM staging AS i``: a staged load's

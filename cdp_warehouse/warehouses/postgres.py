@@ -31,7 +31,7 @@ from sqlglot import exp
 
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse, create_as
+from cdp_warehouse.warehouses.base import Warehouse, create_as, retyped_columns
 
 CONNECT_TIMEOUT_SECONDS = 10
 TEMP_SCHEMA = "pg_temp"
@@ -286,15 +286,10 @@ class PostgresWarehouse(Warehouse):
 
 def _postgres_columns(create: exp.Create) -> exp.Create:
     """Column definitions as PostgreSQL stores ours: JSON as jsonb, text in code-point order."""
-    if not isinstance(create.this, exp.Schema):
-        return create
-    create = create.copy()
-    for column in create.this.expressions:
-        if not isinstance(column, exp.ColumnDef) or column.kind is None:
-            continue
+    def retype(column: exp.ColumnDef) -> None:
         if column.kind.this == exp.DataType.Type.JSON:
             column.set("kind", exp.DataType.build("jsonb"))
         elif column.kind.this in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR):
             column.append("constraints", exp.ColumnConstraint(
                 kind=exp.CollateColumnConstraint(this=exp.to_identifier("C", quoted=True))))
-    return create
+    return retyped_columns(create, retype)

@@ -35,7 +35,7 @@ from sqlglot import exp
 from cdp_warehouse.compiler.dialects import lower
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows
+from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows, retyped_columns
 from cdp_warehouse.warehouses.stand_ins import StandIns
 
 # The load's temporary staging table and stage live in a schema of their own, named without
@@ -335,17 +335,12 @@ def _staging_type(kind: pa.DataType) -> exp.DataType:
 
 def _snowflake_columns(create: exp.Create) -> exp.Create:
     """Column definitions as Snowflake stores ours: JSON as VARIANT, instants as TIMESTAMP_NTZ."""
-    if not isinstance(create.this, exp.Schema):
-        return create
-    create = create.copy()
-    for column in create.this.expressions:
-        if not isinstance(column, exp.ColumnDef) or column.kind is None:
-            continue
+    def retype(column: exp.ColumnDef) -> None:
         if column.kind.this == exp.DataType.Type.JSON:
             column.set("kind", exp.DataType.build("variant", dialect="snowflake"))
         elif column.kind.this == exp.DataType.Type.TIMESTAMP:
             column.set("kind", exp.DataType.build("timestamp_ntz", dialect="snowflake"))
-    return create
+    return retyped_columns(create, retype)
 
 
 __all__ = ["SnowflakeWarehouse", "connect_arguments"]
