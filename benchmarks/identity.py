@@ -48,6 +48,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import duckdb
+from bench_data import read_meta, read_meta_on  # benchmarks/bench_data.py
 from memory import current_rss, gb, peak_rss_since_reset, reset_peak_rss  # benchmarks/memory.py
 from rich.console import Console
 from rich.table import Table
@@ -189,18 +190,6 @@ def data_file(n: int, max_chain: int) -> Path:
     return DATA_DIR / f"identity_{n}_c{max_chain}.duckdb"
 
 
-def read_meta(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            cursor = con.execute("SELECT * FROM main.bench_meta")
-            names = [c[0] for c in cursor.description]
-            return dict(zip(names, cursor.fetchone(), strict=True))
-    except duckdb.Error:
-        return None
-
-
 def generate(path: Path, n: int, max_chain: int, memory_limit: str) -> None:
     """Write the graph file (to a temporary name first, so an interrupted run leaves none)."""
     tmp = path.with_suffix(".tmp.duckdb")
@@ -267,23 +256,7 @@ def sql_worker(args, path: Path) -> dict:
     con = warehouse.connection
     con.execute("SELECT count(*), min(a), max(b) FROM main.edges").fetchall()  # warm-up, not timed
     con.execute("DROP TABLE IF EXISTS main.cc_labels").fetchall()
-    phases: dict[str, list[float]] = {}
-    seen: set[str] = set()
-    execute, fetch = warehouse.execute, warehouse.fetch
-
-    def measured(method):
-        def wrapper(statement, parameters=None):
-            phase = phase_of(statement, seen)
-            wall, cpu = time.perf_counter(), time.process_time()
-            try:
-                return method(statement, parameters)
-            finally:
-                totals = phases.setdefault(phase, [0.0, 0.0])
-                totals[0] += time.perf_counter() - wall
-                totals[1] += time.process_time() - cpu
-        return wrapper
-
-    warehouse.execute, warehouse.fetch = measured(execute), measured(fetch)
+    phases = measure_phases(warehouse, phase_of)
     reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     result = connected_components(warehouse, exp.select("a", "b").from_(EDGES.copy()), LABELS.copy())
@@ -456,12 +429,6 @@ def inc_prepare_worker(args, path: Path) -> None:
         warehouse.connection.execute(statement).fetchall()
     warehouse.connection.execute("CHECKPOINT")
     warehouse.close()
-
-
-def read_meta_on(con: duckdb.DuckDBPyConnection) -> dict:
-    cursor = con.execute("SELECT * FROM main.bench_meta")
-    names = [c[0] for c in cursor.description]
-    return dict(zip(names, cursor.fetchone(), strict=True))
 
 
 INC_PHASES = ("lift new edges", *PHASES[:-1], "update labels", "drop scratch")

@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 import duckdb
 import yaml
+from bench_data import read_meta, with_duckdb_settings  # benchmarks/bench_data.py
 from memory import gb, peak_rss_since_reset, reset_peak_rss  # benchmarks/memory.py
 from rich.console import Console
 from rich.table import Table
@@ -97,14 +98,7 @@ def write_project(root: Path, warehouse_path: Path) -> Path:
 
 def load_bench_project(root: Path, warehouse_path: Path, memory_limit: str | None,
                        threads: int | None) -> ResolvedProject:
-    project = load_project(write_project(root, warehouse_path), environ={})
-    update: dict = {}
-    if memory_limit:
-        update["memory_limit"] = memory_limit
-    if threads:
-        update["threads"] = threads
-    config = project.config.model_copy(update={"warehouse": project.config.warehouse.model_copy(update=update)})
-    return dataclasses.replace(project, config=config)
+    return with_duckdb_settings(load_project(write_project(root, warehouse_path), environ={}), memory_limit, threads)
 
 
 # --------------------------------------------------------------------------- data
@@ -116,18 +110,6 @@ def data_file(n: int) -> Path:
 
 def increment_file(n: int) -> Path:
     return DATA_DIR / f"stitching_{n}_increment.jsonl"
-
-
-def read_meta(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        with duckdb.connect(str(path), read_only=True) as con:
-            cursor = con.execute("SELECT * FROM main.bench_meta")
-            names = [c[0] for c in cursor.description]
-            return dict(zip(names, cursor.fetchone(), strict=True))
-    except duckdb.Error:
-        return None
 
 
 def iso(value: datetime) -> str:

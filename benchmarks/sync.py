@@ -54,9 +54,9 @@ WORK = HERE / ".data" / "sync"
 sys.path.insert(0, str(REPO))
 
 from rich.console import Console
+from rich.table import Table
 from sync_support import FakeProcess, own_cpu
 from sync_support import build_project as build_project_in
-from rich.table import Table
 
 console = Console(highlight=False, width=130)
 

@@ -40,8 +40,8 @@ REPO = HERE.parent
 WORK = HERE / ".data" / "sync_intercom"
 sys.path.insert(0, str(REPO))
 
-from sync_support import FakeProcess, own_cpu  # noqa: E402
-from sync_support import build_project as build_project_in  # noqa: E402
+from sync_support import FakeProcess, own_cpu
+from sync_support import build_project as build_project_in
 
 AUDIENCE, DESTINATION, TOKEN = "active", "intercom", "bench-intercom-token"
 

@@ -32,8 +32,8 @@ REPO = HERE.parent
 WORK = HERE / ".data" / "sync_salesforce"
 sys.path.insert(0, str(REPO))
 
-from sync_support import FakeProcess  # noqa: E402
-from sync_support import build_project as build_project_in  # noqa: E402
+from sync_support import FakeProcess
+from sync_support import build_project as build_project_in
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
 CDP_YAML = """\

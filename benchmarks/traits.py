@@ -23,7 +23,6 @@ See benchmarks/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import resource
@@ -39,6 +38,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import duckdb
+from bench_data import with_duckdb_settings  # benchmarks/bench_data.py
 from memory import gb, peak_rss_since_reset, reset_peak_rss  # benchmarks/memory.py
 from rich.console import Console
 from rich.table import Table
@@ -484,14 +484,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_benchmark_project(path: Path, memory_limit: str | None, threads: int | None) -> ResolvedProject:
-    project = load_project(PROJECT_DIR, environ={})
-    update: dict = {"path": str(path)}
-    if memory_limit:
-        update["memory_limit"] = memory_limit
-    if threads:
-        update["threads"] = threads
-    config = project.config.model_copy(update={"warehouse": project.config.warehouse.model_copy(update=update)})
-    return dataclasses.replace(project, config=config)
+    return with_duckdb_settings(load_project(PROJECT_DIR, environ={}), memory_limit, threads, path)
 
 
 def main() -> None:
