@@ -115,3 +115,25 @@ def synced(workspace) -> Iterator:
     yield make
     for fake in started:
         fake.stop()
+
+
+def sync_entry_problem(tmp_path, entry: str, cdp_yaml: str, key: str, *, plan_trait: bool = False):
+    """``(yaml, problem)``: the one problem `cdp validate` reports at
+    ``audiences[0].sync[0].<key>`` for an audience synced with ``entry`` (YAML lines), and the
+    audiences YAML it was found in (to look lines up)."""
+    from tests.specs.test_validation import one, problems
+
+    traits = """\
+        traits:
+          - name: plan
+            trait: {trait: plan}
+""" if plan_trait else ""
+    indented = entry.replace("\n", "\n" + " " * 14)
+    yaml = traits + f"""\
+        audiences:
+          - name: everyone
+            where: user_id IS NOT NULL
+            sync:
+              {indented}
+        """
+    return yaml, one(problems(tmp_path, yaml, cdp_yaml), f"audiences[0].sync[0].{key}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.specs.test_validation import CDP_WITH_DESTINATIONS, MAIN, line, one, problems
+from tests.specs.test_validation import CDP_WITH_DESTINATIONS, MAIN, line
+from tests.sync.conftest import sync_entry_problem
 
 
 @pytest.mark.parametrize(("entry", "key", "needle", "message"), [
@@ -16,14 +17,7 @@ from tests.specs.test_validation import CDP_WITH_DESTINATIONS, MAIN, line, one, 
     ("- to: braze\n  channel: '#x'", "channel", "channel:", "does not apply to braze"),
 ])
 def test_a_sync_the_destination_cannot_do_is_an_error(tmp_path, entry, key, needle, message):
-    yaml = f"""\
-        audiences:
-          - name: everyone
-            where: user_id IS NOT NULL
-            sync:
-              {entry.replace(chr(10), chr(10) + " " * 14)}
-        """
-    problem = one(problems(tmp_path, yaml, CDP_WITH_DESTINATIONS), f"audiences[0].sync[0].{key}")
+    yaml, problem = sync_entry_problem(tmp_path, entry, CDP_WITH_DESTINATIONS, key)
     assert problem.file == MAIN
     assert problem.line == line(yaml, needle)
     assert message in problem.message

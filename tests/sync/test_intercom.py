@@ -17,8 +17,8 @@ from cdp_warehouse.sync.http import HttpClient
 from tests.conftest import identify, track
 from tests.fakes import Fault
 from tests.fakes.intercom import FakeIntercom
-from tests.specs.test_validation import MAIN, line, one, problems
-from tests.sync.conftest import ACTIVE, SYNC_CDP_YAML
+from tests.specs.test_validation import MAIN, line
+from tests.sync.conftest import ACTIVE, SYNC_CDP_YAML, sync_entry_problem
 
 EARLY, LATER = datetime(2026, 6, 5, tzinfo=UTC), datetime(2026, 7, 10, tzinfo=UTC)
 WINDOWED = ACTIVE.replace("count: {event: Report}", "count: {event: Report, window: 7d}")
@@ -409,13 +409,6 @@ def test_a_sync_over_the_rate_limit_delivers_everyone(synced_intercom):
     ("- to: intercom\n  events: true", "events", "events:", "braze only"),
 ])
 def test_a_sync_intercom_cannot_do_is_an_error(tmp_path, entry, key, needle, message):
-    yaml = f"""\
-        audiences:
-          - name: everyone
-            where: user_id IS NOT NULL
-            sync:
-              {entry.replace(chr(10), chr(10) + " " * 14)}
-        """
-    problem = one(problems(tmp_path, yaml, SYNC_CDP_YAML), f"audiences[0].sync[0].{key}")
+    yaml, problem = sync_entry_problem(tmp_path, entry, SYNC_CDP_YAML, key)
     assert problem.file == MAIN and problem.line == line(yaml, needle)
     assert message in problem.message

@@ -14,8 +14,8 @@ from cdp_warehouse.sync.engine import jobs, sync
 from tests.conftest import identify, track
 from tests.fakes import Fault
 from tests.fakes.salesforce import FakeSalesforce, SObjectType
-from tests.specs.test_validation import CDP_WITH_DESTINATIONS, MAIN, one, problems
-from tests.sync.conftest import ACTIVE, Synced
+from tests.specs.test_validation import CDP_WITH_DESTINATIONS, MAIN
+from tests.sync.conftest import ACTIVE, Synced, sync_entry_problem
 
 WINDOWED = ACTIVE.replace("count: {event: Report}", "count: {event: Report, window: 7d}")
 EARLY, LATER = datetime(2026, 6, 5, tzinfo=UTC), datetime(2026, 7, 10, tzinfo=UTC)
@@ -330,15 +330,5 @@ VALID = "- to: salesforce\n  object: Contact\n  match: {External_Id__c: user_id}
     (VALID + "\n  events: true", "events", "does not apply to salesforce"),
 ])
 def test_a_salesforce_sync_it_cannot_do_is_an_error(tmp_path, entry, key, message):
-    yaml = f"""\
-        traits:
-          - name: plan
-            trait: {{trait: plan}}
-        audiences:
-          - name: everyone
-            where: user_id IS NOT NULL
-            sync:
-              {entry.replace(chr(10), chr(10) + " " * 14)}
-        """
-    problem = one(problems(tmp_path, yaml, CDP_WITH_SALESFORCE), f"audiences[0].sync[0].{key}")
+    _, problem = sync_entry_problem(tmp_path, entry, CDP_WITH_SALESFORCE, key, plan_trait=True)
     assert problem.file == MAIN and message in problem.message
