@@ -10,6 +10,7 @@ from typing import Any, Self
 from sqlglot import exp
 
 from cdp_warehouse.compiler.dialects import lower
+from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
 
 # The landing table (spec section 1); column order is the insert order of loaders.
@@ -60,6 +61,17 @@ def create_as(table: exp.Table, select: exp.Query, *, temporary: bool = False) -
     """``CREATE OR REPLACE [TEMPORARY] TABLE table AS select``."""
     properties = exp.Properties(expressions=[exp.TemporaryProperty()]) if temporary else None
     return exp.Create(this=table, kind="TABLE", expression=select, replace=True, properties=properties)
+
+
+def require(module: str, extra: str) -> None:
+    """Import ``module``, an optional dependency, or fail with the command that installs it."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise WarehouseError(f"warehouse.type {extra} needs the {module} package, which is not installed",
+                             hint=f"pip install 'cdp_warehouse[{extra}]'") from error
 
 
 def retyped_columns(create: exp.Create, retype: Callable[[exp.ColumnDef], None]) -> exp.Create:

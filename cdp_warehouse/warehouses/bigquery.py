@@ -34,7 +34,7 @@ from sqlglot import exp
 from cdp_warehouse.compiler.dialects import lower
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows
+from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows, require
 from cdp_warehouse.warehouses.stand_ins import StandIns
 
 STAGING_PREFIX = "_cdp_incoming_"
@@ -92,6 +92,7 @@ class BigQueryWarehouse(StandIns, Warehouse):
 
     @classmethod
     def open(cls, project: ResolvedProject, *, wait_for_lock: bool = True) -> BigQueryWarehouse:
+        require("google.cloud.bigquery", "bigquery")
         return cls.connect(client_arguments(project.config.warehouse), project.models_schema)
 
     @classmethod

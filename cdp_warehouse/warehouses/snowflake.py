@@ -35,7 +35,7 @@ from sqlglot import exp
 from cdp_warehouse.compiler.dialects import lower
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import ResolvedProject
-from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows, retyped_columns
+from cdp_warehouse.warehouses.base import Warehouse, insert_new_rows, require, retyped_columns
 from cdp_warehouse.warehouses.stand_ins import StandIns
 
 # The load's temporary staging table and stage live in a schema of their own, named without
@@ -95,6 +95,7 @@ class SnowflakeWarehouse(StandIns, Warehouse):
 
     @classmethod
     def open(cls, project: ResolvedProject, *, wait_for_lock: bool = True) -> SnowflakeWarehouse:
+        require("snowflake.connector", "snowflake")
         warehouse = cls.connect(connect_arguments(project.config.warehouse))
         # Temporary tables go to the current schema: the models schema, when it exists yet
         # (``ensure_landing`` creates it and comes back here).

@@ -9,6 +9,7 @@ beyond what DuckDB shares are not reproduced (docs/warehouses/bigquery.md)."""
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from sqlglot import exp
 
 from cdp_warehouse.errors import WarehouseError
 from cdp_warehouse.specs import load_project
+from cdp_warehouse.warehouses import connect
 from cdp_warehouse.warehouses.base import create_as, create_table
 from cdp_warehouse.warehouses.bigquery import BigQueryWarehouse, client_arguments
 from tests.cli.test_cli_validate_load import cdp, runner  # noqa: F401 (fixture)
@@ -284,3 +286,15 @@ def test_a_rolled_back_transaction_writes_stand_ins_only(fake, bq):
             bq.execute("DELETE FROM t.kept WHERE TRUE")
     assert fake.query("SELECT n FROM t.kept") == [(1,)]
     assert fake.query("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name LIKE '_cdp_dry%'") == [(0,)]
+
+
+@pytest.mark.parametrize(("module", "warehouse_yaml", "extra"), [
+    ("google.cloud.bigquery", f"  type: bigquery\n  project: {PROJECT}\n", "bigquery"),
+    ("snowflake.connector", "  type: snowflake\n  account: a\n  user: u\n  password: p\n  database: d\n", "snowflake"),
+])
+def test_a_missing_connector_is_one_line_with_the_install_command(tmp_path, monkeypatch, module, warehouse_yaml, extra):
+    monkeypatch.setitem(sys.modules, module, None)  # as if the extra were not installed
+    project = load_project(_example(tmp_path / "p", warehouse_yaml, "raw", "cdp"), environ={})
+    with pytest.raises(WarehouseError, match=f"needs the {module} package") as error:
+        connect(project)
+    assert error.value.hint == f"pip install 'cdp_warehouse[{extra}]'"
